@@ -1,0 +1,34 @@
+"""Parameter blobs: what layers and solvers share."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Param:
+    """A learnable array with its gradient and Caffe's per-parameter multipliers.
+
+    Activations are plain arrays owned by the net; only parameters need this object,
+    because the TRAIN and TEST nets and the solver all hold the same ones.
+    """
+
+    __slots__ = ("data", "diff", "lr_mult", "decay_mult", "name")
+
+    def __init__(self, data: np.ndarray, lr_mult: float = 1.0, decay_mult: float = 1.0,
+                 name: str = ""):
+        self.data = data
+        self.diff = np.zeros_like(data)
+        self.lr_mult = lr_mult
+        self.decay_mult = decay_mult
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def astype(self, dtype) -> None:
+        """Convert in place (used by gradient checks in float64)."""
+        self.data = self.data.astype(dtype)
+        self.diff = np.zeros_like(self.data)
+
+    def __repr__(self) -> str:
+        return f"Param({self.name}, shape={self.data.shape})"

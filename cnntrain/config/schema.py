@@ -1,0 +1,160 @@
+"""The one schema: every field a config may hold, with its type, default and bounds.
+
+Like caffe.proto, this is the single place that defines the fields. Layer classes name
+the ``*_param`` blocks they read; the validator checks each block against this table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+REQUIRED = object()  # marker: the field has no default
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field: ``kind`` is int, float, bool, str, enum, ints, floats or a nested block name."""
+
+    kind: str
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+def _filler(default_type: str) -> Field:
+    return Field("filler", default={"type": default_type})
+
+
+FILLER = {
+    "type": Field("enum", "constant", choices=("constant", "gaussian", "uniform", "xavier", "msra")),
+    "value": Field("float", 0.0),
+    "min": Field("float", 0.0),
+    "max": Field("float", 1.0),
+    "mean": Field("float", 0.0),
+    "std": Field("float", 1.0, min=0.0),
+    "variance_norm": Field("enum", "FAN_IN", choices=("FAN_IN", "FAN_OUT", "AVERAGE")),
+}
+
+PARAM_BLOCKS: dict[str, dict[str, Field]] = {
+    "convolution_param": {
+        "num_output": Field("int", REQUIRED, min=1),
+        "bias_term": Field("bool", True),
+        "kernel_size": Field("ints", None, min=1),
+        "kernel_h": Field("int", None, min=1),
+        "kernel_w": Field("int", None, min=1),
+        "stride": Field("ints", None, min=1),
+        "stride_h": Field("int", None, min=1),
+        "stride_w": Field("int", None, min=1),
+        "pad": Field("ints", None, min=0),
+        "pad_h": Field("int", None, min=0),
+        "pad_w": Field("int", None, min=0),
+        "group": Field("int", 1, min=1),
+        # Caffe defaults to a constant-zero weight filler, which silently never learns;
+        # xavier is the default here, and any Caffe filler may still be given.
+        "weight_filler": _filler("xavier"),
+        "bias_filler": _filler("constant"),
+    },
+    "pooling_param": {
+        "pool": Field("enum", "MAX", choices=("MAX", "AVE")),
+        "kernel_size": Field("int", None, min=1),
+        "kernel_h": Field("int", None, min=1),
+        "kernel_w": Field("int", None, min=1),
+        "stride": Field("int", None, min=1),
+        "stride_h": Field("int", None, min=1),
+        "stride_w": Field("int", None, min=1),
+        "pad": Field("int", None, min=0),
+        "pad_h": Field("int", None, min=0),
+        "pad_w": Field("int", None, min=0),
+        "global_pooling": Field("bool", False),
+    },
+    "inner_product_param": {
+        "num_output": Field("int", REQUIRED, min=1),
+        "bias_term": Field("bool", True),
+        "axis": Field("int", 1),
+        "weight_filler": _filler("xavier"),
+        "bias_filler": _filler("constant"),
+    },
+    "relu_param": {"negative_slope": Field("float", 0.0)},
+    "softplus_param": {"beta": Field("float", 1.0, min=0.0, min_exclusive=True)},
+    "dropout_param": {
+        "dropout_ratio": Field("float", 0.5, min=0.0, max=1.0, max_exclusive=True),
+    },
+    "softmax_param": {"axis": Field("int", 1)},
+    "flatten_param": {"axis": Field("int", 1), "end_axis": Field("int", -1)},
+    "accuracy_param": {
+        "top_k": Field("int", 1, min=1),
+        "axis": Field("int", 1),
+        "ignore_label": Field("int", None),
+    },
+    "loss_param": {
+        "ignore_label": Field("int", None),
+        "normalization": Field("enum", "VALID", choices=("VALID", "BATCH_SIZE", "FULL", "NONE")),
+    },
+    "input_param": {"shape": Field("shape", REQUIRED)},
+    "data_param": {
+        "dataset": Field("enum", None, choices=("cifar10", "cifar100")),
+        "source": Field("str", None, doc="a folder or archive; default: the data directory"),
+        "split": Field("enum", "train", choices=("train", "test")),
+        "batch_size": Field("int", REQUIRED, min=1),
+        "shuffle": Field("bool", None, doc="default: on in TRAIN, off in TEST"),
+    },
+    "transform_param": {
+        "scale": Field("float", 1.0),
+        "mirror": Field("bool", False),
+        "shift": Field("int", 0, min=0, doc="random shift of up to N px, zero padded"),
+        "crop_size": Field("int", 0, min=0),
+        "mean_value": Field("floats", None),
+        "mean_image": Field("bool", False, doc="subtract the training split's per-pixel mean"),
+    },
+}
+
+PARAM_SPEC = {
+    "lr_mult": Field("float", 1.0, min=0.0),
+    "decay_mult": Field("float", 1.0, min=0.0),
+    "name": Field("str", None),
+}
+
+LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
+
+SOLVER: dict[str, Field] = {
+    "type": Field("enum", "SGD", choices=("SGD",)),
+    "base_lr": Field("float", REQUIRED, min=0.0, min_exclusive=True),
+    "lr_policy": Field("enum", "fixed", choices=LR_POLICIES),
+    "gamma": Field("float", None),
+    "power": Field("float", None),
+    "stepsize": Field("int", None, min=1),
+    "stepvalue": Field("ints", None, min=1),
+    "momentum": Field("float", 0.0, min=0.0, max=1.0, max_exclusive=True),
+    "weight_decay": Field("float", 0.0, min=0.0),
+    "regularization_type": Field("enum", "L2", choices=("L2",)),
+    "max_iter": Field("int", REQUIRED, min=1),
+    "display": Field("int", 100, min=0),
+    "average_loss": Field("int", 1, min=1),
+    "test_interval": Field("int", 0, min=0),
+    "test_iter": Field("int", None, min=1, doc="default: the whole test set"),
+    "test_initialization": Field("bool", True),
+    "snapshot": Field("int", 0, min=0),
+    "snapshot_after_train": Field("bool", True),
+    "random_seed": Field("int", 1, min=0),
+}
+
+# Which lr_policy needs which fields (Caffe's formulas in solvers/lr_policy.py).
+POLICY_NEEDS = {
+    "fixed": (),
+    "step": ("gamma", "stepsize"),
+    "multistep": ("gamma", "stepvalue"),
+    "exp": ("gamma",),
+    "inv": ("gamma", "power"),
+    "poly": ("power",),
+    "sigmoid": ("gamma", "stepsize"),
+}
+
+LAYER_FIELDS = ("name", "type", "bottom", "top", "param", "include", "exclude",
+                "loss_weight", "propagate_down")
+TOP_LEVEL = ("name", "net", "solver")
+NET_FIELDS = ("name", "layer")
+PHASES = ("TRAIN", "TEST")

@@ -1,0 +1,125 @@
+"""Caffe's layer interface: setup (shapes), forward, backward; and the type registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from cnntrain.blob import Param
+
+if TYPE_CHECKING:
+    from cnntrain.config.specs import LayerSpec
+    from cnntrain.rng import RngStreams
+
+
+@dataclass
+class BuildContext:
+    """What every layer of one run shares: random streams, dtype, where the data lives."""
+
+    rngs: "RngStreams"
+    dtype: Any = np.float32
+    data_dir: Path | None = None
+    notify: Callable[[str], None] = print
+
+Shape = tuple[int, ...]
+
+LAYER_TYPES: dict[str, type["Layer"]] = {}
+
+
+def register(type_name: str):
+    """Class decorator: make a layer available under its Caffe type name."""
+
+    def wrap(cls: type[Layer]) -> type[Layer]:
+        if type_name in LAYER_TYPES:
+            raise RuntimeError(f"layer type {type_name} registered twice")
+        cls.type_name = type_name
+        LAYER_TYPES[type_name] = cls
+        return cls
+
+    return wrap
+
+
+class SetupError(Exception):
+    """Raised by setup() for a config problem; the net adds the file, line and layer."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class Layer:
+    """One node of the net.
+
+    Subclasses set ``param_blocks`` (the ``*_param`` blocks they read) and bottom/top
+    counts, and implement ``setup``, ``forward`` and ``backward``. Parameters live in
+    ``self.blobs`` as :class:`Param` objects; backward *adds* their gradients to ``.diff``.
+    """
+
+    type_name: ClassVar[str] = ""
+    param_blocks: ClassVar[tuple[str, ...]] = ()
+    num_bottom: ClassVar[tuple[int, int]] = (1, 1)   # (min, max) bottoms
+    num_top: ClassVar[tuple[int, int]] = (1, 1)
+    is_loss: ClassVar[bool] = False                   # has a default loss_weight of 1
+    in_place_ok: ClassVar[bool] = False               # may write its top over its bottom
+
+    def __init__(self, spec: "LayerSpec", phase: str, ctx: BuildContext):
+        self.spec = spec
+        self.name = spec.name
+        self.phase = phase
+        self.ctx = ctx
+        self.rngs = ctx.rngs
+        self.dtype = np.dtype(ctx.dtype)
+        self.blobs: list[Param] = []
+        self.shared: dict[str, Param] = {}   # the net's parameters by key (set by the net)
+
+    def param(self, block: str) -> Any:
+        """The validated ``*_param`` block (attribute access, defaults filled in)."""
+        return self.spec.blocks[block]
+
+    # --- the interface -------------------------------------------------------------
+    def setup(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        """Check the bottom shapes, create parameters, and return the top shapes."""
+        raise NotImplementedError
+
+    def forward(self, bottom: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def backward(self, top_diff: Sequence[np.ndarray],
+                 propagate_down: Sequence[bool]) -> list[np.ndarray | None]:
+        """Return bottom diffs (None where not wanted) and add to each ``blob.diff``."""
+        raise NotImplementedError
+
+    # --- helpers -------------------------------------------------------------------
+    def param_key(self, index: int) -> str:
+        """Parameters are shared by key: ``param[i].name`` if given, else ``layer/i``."""
+        specs = self.spec.param_specs
+        named = index < len(specs) and specs[index].name
+        return named or f"{self.name}/{index}"
+
+    def make_param(self, shape: Shape, filler: Any, index: int, fan_in: int, fan_out: int) -> Param:
+        """Parameter ``index``: the shared one if the net already has its key (the TEST
+        net reuses the TRAIN net's), else new and drawn from the "init" stream."""
+        from cnntrain.fillers import fill
+
+        key = self.param_key(index)
+        owner = self.shared.get(key)
+        if owner is not None:
+            if owner.data.shape != tuple(shape):
+                raise SetupError(f"shared parameter '{key}' has shape {owner.data.shape}, "
+                                 f"this layer needs {tuple(shape)}", "param")
+            return owner
+        spec = self.spec.param_specs[index] if index < len(self.spec.param_specs) else None
+        data = fill(filler, shape, fan_in, fan_out, self.rngs.get("init"), self.dtype)
+        param = Param(data, lr_mult=spec.lr_mult if spec else 1.0,
+                      decay_mult=spec.decay_mult if spec else 1.0, name=key)
+        self.shared[key] = param
+        return param
+
+    def extra_state(self) -> dict[str, np.ndarray]:
+        """Arrays other than parameters that a snapshot must keep (e.g. data cursors)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, np.ndarray]) -> None:
+        pass

@@ -1,0 +1,30 @@
+"""Reading Caffe's kernel/stride/pad fields (square, [h, w], or *_h/*_w) in one way."""
+from __future__ import annotations
+
+from typing import Any
+
+from cnntrain.layers.base import SetupError
+
+
+def pair(block: Any, name: str, field: str, default: int | None) -> tuple[int, int]:
+    """(h, w) from ``<field>``, ``<field>_h``/``<field>_w``; kernel_size is ``kernel_size``."""
+    key = "kernel_size" if field == "kernel" else field
+    both = block.get(key)
+    h, w = block.get(f"{field}_h"), block.get(f"{field}_w")
+    if both is not None and (h is not None or w is not None):
+        raise SetupError(f"give either {key} or {field}_h/{field}_w, not both", f"{name}.{key}")
+    if (h is None) != (w is None):
+        raise SetupError(f"{field}_h and {field}_w go together", f"{name}.{field}_h")
+    if h is not None:
+        return h, w
+    if both is None:
+        if default is None:
+            raise SetupError(f"{key} (or {field}_h and {field}_w) is required", f"{name}.{key}")
+        return default, default
+    if isinstance(both, int):
+        return both, both
+    if len(both) == 1:
+        return both[0], both[0]
+    if len(both) == 2:
+        return both[0], both[1]
+    raise SetupError(f"takes 1 or 2 values for a 2-D layer, got {len(both)}", f"{name}.{key}")

@@ -1,0 +1,184 @@
+"""The graph: layers in file order over named blobs, with Caffe's semantics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnntrain.blob import Param
+from cnntrain.config.specs import LayerSpec, NetSpec
+from cnntrain.errors import ConfigError
+from cnntrain.layers import LAYER_TYPES, BuildContext, Layer, SetupError
+
+
+@dataclass
+class Node:
+    """One layer in the graph with its (versioned) blob ids."""
+
+    layer: Layer
+    bottoms: list[str]
+    tops: list[str]
+    loss_weights: list[float]
+    run_backward: bool = False
+    propagate_down: list[bool] = field(default_factory=list)
+
+
+class Net:
+    """A DAG of layers for one phase.
+
+    Blobs are plain arrays keyed by name; a top that reuses a bottom's name (an
+    in-place layer) gets a new internal version, so the graph stays acyclic and each
+    version's gradient is summed over all the layers that consumed it. Parameters
+    are shared by key (``param.name``, else ``layer/index``) through ``shared``: the
+    TEST net is built with the TRAIN net's parameters.
+    """
+
+    def __init__(self, spec: NetSpec, phase: str, ctx: BuildContext,
+                 shared: dict[str, Param] | None = None, force_backward: bool = False):
+        self.spec, self.phase, self.ctx = spec, phase, ctx
+        self.force_backward = force_backward
+        self.shared: dict[str, Param] = {} if shared is None else shared
+        self.nodes: list[Node] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.param_keys: list[tuple[str, int, Param]] = []   # (layer, index, param), owners only
+        latest: dict[str, str] = {}     # blob name → id of its newest version
+        versions: dict[str, int] = {}
+        for layer_spec in spec.layers:
+            if layer_spec.in_phase(phase):
+                self._add(layer_spec, latest, versions)
+        self.blob_ids = latest
+        consumed = {b for node in self.nodes for b in node.bottoms}
+        self.output_ids = {name: i for name, i in latest.items() if i not in consumed}
+        self._plan_backward()
+
+    # --- building ------------------------------------------------------------------
+    def _add(self, spec: LayerSpec, latest: dict[str, str], versions: dict[str, int]) -> None:
+        layer = LAYER_TYPES[spec.type](spec, self.phase, self.ctx)
+        layer.shared = self.shared
+        bottoms = [latest[b] for b in spec.bottom]
+        try:
+            top_shapes = layer.setup([self.shapes[b] for b in bottoms])
+        except SetupError as err:
+            raise spec.error(str(err), err.field) from None
+        self._register_params(layer)
+        tops = []
+        for name in spec.top:
+            versions[name] = versions.get(name, 0) + 1
+            tops.append(name if versions[name] == 1 else f"{name}@{versions[name]}")
+            latest[name] = tops[-1]
+        for top_id, shape in zip(tops, top_shapes):
+            self.shapes[top_id] = tuple(shape)
+        if spec.loss_weight is not None:
+            weights = list(spec.loss_weight)
+        else:
+            weights = [1.0 if (layer.is_loss and i == 0) else 0.0 for i in range(len(tops))]
+        for w, top_id in zip(weights, tops):
+            if w and self.shapes[top_id] != ():
+                raise spec.error(f"loss_weight needs a scalar top, '{top_id}' has shape "
+                                 f"{self.shapes[top_id]}", "loss_weight")
+        self.nodes.append(Node(layer, bottoms, tops, weights))
+
+    def _register_params(self, layer: Layer) -> None:
+        """Record parameters this layer owns (first user of the key) for snapshots."""
+        known = {id(p) for _, _, p in self.param_keys}
+        for i, param in enumerate(layer.blobs):
+            if id(param) not in known:
+                self.param_keys.append((layer.name, i, param))
+                known.add(id(param))
+
+    def _plan_backward(self) -> None:
+        """Caffe's rule: run a layer's backward only if it leads to a loss and either
+        learns something or has a bottom whose producers learn something."""
+        needs_grad: set[str] = set()
+        for node in self.nodes:
+            learns = any(p.lr_mult > 0 for p in node.layer.blobs)
+            prop = node.layer.spec.propagate_down
+            node.propagate_down = [b in needs_grad and (prop is None or prop[i])
+                                   for i, b in enumerate(node.bottoms)]
+            if learns or any(node.propagate_down) or self.force_backward:
+                needs_grad.update(node.tops)
+        feeds_loss: set[str] = set()
+        for node in reversed(self.nodes):
+            leads = any(w for w in node.loss_weights) or any(t in feeds_loss for t in node.tops)
+            learns = any(p.lr_mult > 0 for p in node.layer.blobs)
+            node.run_backward = leads and (learns or any(node.propagate_down))
+            if node.run_backward:
+                feeds_loss.update(b for b, p in zip(node.bottoms, node.propagate_down) if p)
+            else:
+                node.propagate_down = [False] * len(node.bottoms)
+
+    # --- running -------------------------------------------------------------------
+    @property
+    def params(self) -> list[Param]:
+        return [p for _, _, p in self.param_keys]
+
+    @property
+    def layers(self) -> list[Layer]:
+        return [n.layer for n in self.nodes]
+
+    def layer(self, name: str) -> Layer:
+        for node in self.nodes:
+            if node.layer.name == name:
+                return node.layer
+        raise KeyError(name)
+
+    def forward(self) -> float:
+        """Run every layer; returns the weighted loss. Blobs stay in ``self.blobs``."""
+        blobs: dict[str, np.ndarray] = {}
+        loss = 0.0
+        for node in self.nodes:
+            tops = node.layer.forward([blobs[b] for b in node.bottoms])
+            for top_id, value, weight in zip(node.tops, tops, node.loss_weights):
+                blobs[top_id] = value
+                if weight:
+                    loss += weight * float(value)
+        self.blobs = blobs
+        return loss
+
+    def backward(self) -> None:
+        """Back-propagate the loss; adds into every parameter's ``diff``."""
+        diffs: dict[str, np.ndarray] = {}
+        for node in reversed(self.nodes):
+            if not node.run_backward:
+                continue
+            top_diffs = []
+            for top_id, weight in zip(node.tops, node.loss_weights):
+                d = diffs.pop(top_id, None)
+                if weight:
+                    seed = np.asarray(weight, dtype=self.blobs[top_id].dtype)
+                    d = seed if d is None else d + seed
+                if d is None:
+                    d = np.zeros_like(self.blobs[top_id])
+                top_diffs.append(d)
+            bottom_diffs = node.layer.backward(top_diffs, node.propagate_down)
+            for b, d, wanted in zip(node.bottoms, bottom_diffs, node.propagate_down):
+                if wanted and d is not None:
+                    # Several consumers of one blob: their gradients add up.
+                    diffs[b] = d if b not in diffs else diffs[b] + d
+        self.input_diffs = diffs
+
+    def clear_param_diffs(self) -> None:
+        for p in self.params:
+            p.diff[...] = 0
+
+    def output(self, name: str) -> np.ndarray:
+        """The newest value of blob ``name`` after forward."""
+        return self.blobs[self.blob_ids[name]]
+
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        """Blobs no layer consumed (losses, accuracies), by name."""
+        return {name: self.blobs[i] for name, i in self.output_ids.items()}
+
+    def data_layers(self) -> list[Layer]:
+        return [n.layer for n in self.nodes if hasattr(n.layer, "sampler")]
+
+
+def build_nets(spec: NetSpec, ctx: BuildContext) -> tuple[Net, Net]:
+    """The TRAIN net and the TEST net sharing its parameters."""
+    train = Net(spec, "TRAIN", ctx)
+    if not any(w for n in train.nodes for w in n.loss_weights):
+        raise ConfigError("the TRAIN net has no loss layer (e.g. SoftmaxWithLoss)",
+                          file=spec.where.file, line=spec.where.line)
+    test = Net(spec, "TEST", ctx, shared=train.shared)
+    return train, test

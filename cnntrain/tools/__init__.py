@@ -1,0 +1,1 @@
+"""Tools built on the net and solvers (gradient check, ...)."""

@@ -1,0 +1,196 @@
+"""Convolution and pooling: gradient checks plus independent loop-based references."""
+import math
+
+import numpy as np
+import pytest
+
+from cnntrain.layers.base import SetupError
+from layer_helpers import assert_gradients, distinct_values, make_layer
+
+
+def naive_conv(x, w, b, stride, pad, group):
+    """Direct definition of Caffe's convolution (cross-correlation), one output at a time."""
+    n, c, h, wd = x.shape
+    cout, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw) = stride, pad
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    y = np.zeros((n, cout, ho, wo))
+    per = cout // group
+    for o in range(cout):
+        g = o // per
+        for i in range(ho):
+            for j in range(wo):
+                patch = xp[:, g * cg:(g + 1) * cg, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                y[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3)) + (b[o] if b is not None else 0)
+    return y
+
+
+CONV_CASES = [
+    dict(num_output=4, kernel_size=3),
+    dict(num_output=3, kernel_size=[3, 2], stride=2, pad=1),
+    dict(num_output=4, kernel_size=3, group=2, stride=[2, 1], pad=[0, 1]),
+    dict(num_output=6, kernel_h=2, kernel_w=3, stride_h=1, stride_w=2, pad_h=1, pad_w=0, group=2),
+    dict(num_output=3, kernel_size=1),
+    dict(num_output=2, kernel_size=1, stride=2, bias_term=False),
+    dict(num_output=4, kernel_size=5, pad=2, group=4),            # depth-wise
+    dict(num_output=2, kernel_size=3, stride=3),                  # stride leaves pixels unused
+]
+
+
+@pytest.mark.parametrize("params", CONV_CASES)
+def test_convolution_matches_direct_definition_and_gradients(params):
+    shape = (2, 4, 7, 6)
+    params = {"weight_filler": {"type": "gaussian", "std": 0.5},
+              "bias_filler": {"type": "gaussian", "std": 0.5}, **params}
+    layer, (top,) = make_layer("Convolution", [shape], convolution_param=params)
+    x = np.random.default_rng(1).standard_normal(shape)
+    (y,) = layer.forward([x])
+    w = layer.blobs[0].data
+    b = layer.blobs[1].data if len(layer.blobs) > 1 else None
+    expected = naive_conv(x, w, b, (layer.sh, layer.sw), (layer.ph, layer.pw), layer.group)
+    assert y.shape == top == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+    assert_gradients(layer, [x])
+
+
+def test_convolution_chunks_agree_with_one_chunk(monkeypatch):
+    """Splitting the batch into cache-sized chunks must not change any result."""
+    import cnntrain.layers.conv as conv
+
+    shape = (5, 3, 9, 9)
+    x = np.random.default_rng(2).standard_normal(shape)
+    dy = np.random.default_rng(3).standard_normal((5, 4, 5, 5))
+    results = []
+    for budget in (1 << 30, 1):  # one chunk, then one image per chunk
+        monkeypatch.setattr(conv, "batch_chunk",
+                            lambda per, n, budget_bytes=budget, itemsize=8: max(1, min(n, budget // (per * itemsize))))
+        layer, _ = make_layer("Convolution", [shape],
+                              convolution_param=dict(num_output=4, kernel_size=3, stride=2, pad=1))
+        (y,) = layer.forward([x])
+        (dx,) = layer.backward([dy], [True])
+        results.append((y, dx, layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_input_gradient_is_full_convolution_with_rotated_kernel():
+    """The textbook identity: dx = full convolution of dy with the kernel rotated 180°."""
+    layer, _ = make_layer("Convolution", [(1, 1, 6, 6)],
+                          convolution_param=dict(num_output=1, kernel_size=3, bias_term=False,
+                                                 weight_filler={"type": "gaussian", "std": 1.0}))
+    x = np.random.default_rng(4).standard_normal((1, 1, 6, 6))
+    layer.forward([x])
+    dy = np.random.default_rng(5).standard_normal((1, 1, 4, 4))
+    (dx,) = layer.backward([dy], [True])
+    k = layer.blobs[0].data[0, 0][::-1, ::-1]
+    full = naive_conv(dy, k[None, None], None, (1, 1), (2, 2), 1)
+    np.testing.assert_allclose(dx, full, rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_checker_catches_a_wrong_backward(monkeypatch):
+    """A test must be able to fail: drop one kernel offset from col2im and it must."""
+    import cnntrain.layers.conv as conv
+
+    real = conv.col2im
+
+    def broken(col, kh, kw, sh, sw, ho, wo, out):
+        real(col, kh, kw, sh, sw, ho, wo, out)
+        out[:, :, 1, 1] += 0.5  # a wrong value at one (interior) pixel
+        return out
+
+    monkeypatch.setattr(conv, "col2im", broken)
+    layer, _ = make_layer("Convolution", [(2, 2, 5, 5)],
+                          convolution_param=dict(num_output=2, kernel_size=3, pad=1))
+    with pytest.raises(AssertionError, match="bottom"):
+        assert_gradients(layer, [np.random.default_rng(0).standard_normal((2, 2, 5, 5))])
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(num_output=3, kernel_size=3, group=2), "group"),
+    (dict(num_output=2, kernel_size=9), "kernel_size"),
+    (dict(num_output=2), "kernel_size"),
+    (dict(num_output=2, kernel_size=3, kernel_h=3, kernel_w=3), "kernel_size"),
+])
+def test_convolution_setup_errors_name_the_field(bad, field):
+    with pytest.raises(SetupError) as err:
+        make_layer("Convolution", [(1, 4, 5, 5)], convolution_param=bad)
+    assert field in err.value.field
+
+
+def caffe_pool_reference(x, method, k, s, p, global_pooling=False):
+    """Caffe's pooling loops (pooling_layer.cpp semantics), written out per output."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = k, s, p
+    if global_pooling:
+        kh, kw, sh, sw, ph, pw = h, w, 1, 1, 0, 0
+
+    def out_size(size, kk, ss, pp):
+        o = int(math.ceil((size + 2 * pp - kk) / ss)) + 1
+        if pp and (o - 1) * ss >= size + pp:
+            o -= 1
+        return o
+
+    ho, wo = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    y = np.zeros((n, c, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            hs, ws = i * sh - ph, j * sw - pw
+            if method == "MAX":
+                he, we = min(hs + kh, h), min(ws + kw, w)
+                hs, ws = max(hs, 0), max(ws, 0)
+                y[:, :, i, j] = x[:, :, hs:he, ws:we].max(axis=(2, 3))
+            else:
+                he, we = min(hs + kh, h + ph), min(ws + kw, w + pw)
+                size = (he - hs) * (we - ws)
+                hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+                y[:, :, i, j] = x[:, :, hs:he, ws:we].sum(axis=(2, 3)) / size
+    return y
+
+
+POOL_CASES = [
+    dict(pool="MAX", kernel_size=3, stride=2),            # overlapping, ceil rounding (7 → 3)
+    dict(pool="AVE", kernel_size=3, stride=2),
+    dict(pool="AVE", kernel_size=3, stride=2, pad=1),     # border divisors
+    dict(pool="MAX", kernel_size=3, stride=2, pad=1),
+    dict(pool="MAX", kernel_size=2, stride=2),            # odd size, ceil adds a partial window
+    dict(pool="AVE", kernel_size=2, stride=2, pad=1),
+    dict(pool="MAX", kernel_h=3, kernel_w=2, stride_h=2, stride_w=1),
+    dict(pool="AVE", kernel_h=2, kernel_w=3, stride_h=1, stride_w=2, pad_h=1, pad_w=0),
+    dict(pool="AVE", global_pooling=True),
+    dict(pool="MAX", global_pooling=True),
+]
+
+
+@pytest.mark.parametrize("params", POOL_CASES)
+def test_pooling_matches_caffe_loops_and_gradients(params):
+    shape = (2, 3, 7, 6)
+    layer, (top,) = make_layer("Pooling", [shape], pooling_param=params)
+    x = distinct_values(shape, seed=3)
+    (y,) = layer.forward([x])
+    expected = caffe_pool_reference(x, params["pool"], (layer.kh, layer.kw), (layer.sh, layer.sw),
+                                    (layer.ph, layer.pw), params.get("global_pooling", False))
+    assert y.shape == top == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+    assert_gradients(layer, [x])
+
+
+def test_cifar10_quick_pool_sizes_use_ceil():
+    for size, out in ((32, 16), (16, 8), (8, 4)):
+        _, (top,) = make_layer("Pooling", [(1, 1, size, size)],
+                               pooling_param=dict(pool="MAX", kernel_size=3, stride=2))
+        assert top == (1, 1, out, out)
+
+
+def test_max_pool_routes_gradient_to_first_maximum_on_ties():
+    layer, _ = make_layer("Pooling", [(1, 1, 2, 2)], pooling_param=dict(pool="MAX", kernel_size=2))
+    layer.forward([np.array([[[[1.0, 3.0], [3.0, 0.0]]]])])
+    (dx,) = layer.backward([np.array([[[[1.0]]]])], [True])
+    np.testing.assert_array_equal(dx, [[[[0.0, 1.0], [0.0, 0.0]]]])
+
+
+def test_mean_pool_spreads_gradient_evenly():
+    layer, _ = make_layer("Pooling", [(1, 1, 2, 2)], pooling_param=dict(pool="AVE", kernel_size=2))
+    layer.forward([np.ones((1, 1, 2, 2))])
+    (dx,) = layer.backward([np.array([[[[4.0]]]])], [True])
+    np.testing.assert_array_equal(dx, np.ones((1, 1, 2, 2)))
