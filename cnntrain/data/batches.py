@@ -1,0 +1,56 @@
+"""Which images go into each batch: seeded per-epoch shuffling, resumable exactly."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class BatchSampler:
+    """Yields index arrays of ``batch_size``; reshuffles at each epoch when ``shuffle``.
+
+    With ``wrap``, batches run across epoch ends (Caffe's behaviour), so every batch
+    is full; without it the last batch of a pass is short and the next pass restarts.
+    ``state()``/``set_state()`` hold the permutation and cursor, so a resumed run
+    draws exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, rng: np.random.Generator,
+                 wrap: bool = True):
+        self.size, self.batch_size, self.shuffle, self.rng = size, batch_size, shuffle, rng
+        self.wrap = wrap
+        self.epoch = 0
+        self._new_order()
+
+    def _new_order(self) -> None:
+        self.order = self.rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+        self.cursor = 0
+
+    def next(self) -> np.ndarray:
+        parts, need = [], self.batch_size
+        if not self.wrap:
+            if self.cursor == self.size:
+                self.epoch += 1
+                self._new_order()
+            need = min(need, self.size - self.cursor)
+        while need:
+            if self.cursor == self.size:
+                self.epoch += 1
+                self._new_order()
+            take = min(need, self.size - self.cursor)
+            parts.append(self.order[self.cursor:self.cursor + take])
+            self.cursor += take
+            need -= take
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def rewind(self) -> None:
+        """Back to the first batch of the current order (a fresh pass over a test set)."""
+        self.cursor = 0
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"order": self.order.astype(np.int64), "cursor": np.int64(self.cursor),
+                "epoch": np.int64(self.epoch)}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        order = np.asarray(state["order"], dtype=np.int64)
+        if order.shape != (self.size,):
+            raise ValueError(f"data order has {order.size} entries, the dataset {self.size}")
+        self.order, self.cursor, self.epoch = order, int(state["cursor"]), int(state["epoch"])

@@ -1,0 +1,59 @@
+"""The run folder: runs/<name>/{config.yaml, train.log, metrics.csv, snapshots/}."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+from cnntrain.snapshot import atomic_write
+
+METRIC_FIELDS = ("iter", "loss", "lr", "test_loss", "test_accuracy", "seconds")
+
+
+class RunDir:
+    """Owns the files of one run; appends to the log and metrics as training goes."""
+
+    def __init__(self, root: Path, name: str):
+        self.path = Path(root) / name
+        self.snapshots = self.path / "snapshots"
+        self.log_path = self.path / "train.log"
+        self.metrics_path = self.path / "metrics.csv"
+
+    def start(self, config_text: str, resume_iter: int | None) -> None:
+        """Create the folder; a fresh run starts new files, a resume keeps earlier rows."""
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path / "config.yaml", lambda p: p.write_text(config_text))
+        if resume_iter is None:
+            self._rewrite_metrics([])
+            self.log_path.write_text("")
+        else:
+            self._rewrite_metrics(self._rows_until(resume_iter))
+
+    def _rows_until(self, iteration: int) -> list[dict]:
+        """Rows up to the resumed iteration: later ones will be trained again."""
+        if not self.metrics_path.is_file():
+            return []
+        with open(self.metrics_path, newline="") as f:
+            return [r for r in csv.DictReader(f) if r.get("iter", "").isdigit()
+                    and int(r["iter"]) <= iteration]
+
+    def _rewrite_metrics(self, rows: list[dict]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, METRIC_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.metrics_path, lambda p: p.write_text(buf.getvalue()))
+
+    def metric(self, **row) -> None:
+        with open(self.metrics_path, "a", newline="") as f:
+            csv.DictWriter(f, METRIC_FIELDS).writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def log(self, line: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.log_path, "a") as f:
+            f.write(f"{stamp} {line}\n")
+
+    def snapshot_path(self, iteration: int) -> Path:
+        return self.snapshots / f"iter_{iteration}.h5"

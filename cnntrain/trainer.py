@@ -1,0 +1,224 @@
+"""The training loop: forward/backward/update, tests, snapshots, logs, resume."""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cnntrain.config.specs import ExperimentSpec
+from cnntrain.errors import SnapshotError, TrainingError
+from cnntrain.evaluate import Evaluation, evaluate
+from cnntrain.layers import BuildContext
+from cnntrain.net import Net, build_nets
+from cnntrain.rng import RngStreams
+from cnntrain.rundir import RunDir
+from cnntrain.snapshot import Snapshot, copy_weights, load_snapshot, save_snapshot
+from cnntrain.solvers import make_solver
+
+
+def build_for(exp: ExperimentSpec, data_dir: str | None, notify: Callable[[str], None],
+              dtype=np.float32) -> tuple[Net, Net, RngStreams]:
+    """The TRAIN and TEST nets of an experiment and the random streams they draw from."""
+    rngs = RngStreams(exp.solver.random_seed)
+    ctx = BuildContext(rngs=rngs, dtype=dtype, data_dir=None if data_dir is None else Path(data_dir),
+                       notify=notify)
+    train, test = build_nets(exp.net, ctx)
+    return train, test, rngs
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes its iteration, snapshots and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Trains one experiment into ``runs_root/<name>/``."""
+
+    def __init__(self, exp: ExperimentSpec, *, runs_root: Path, data_dir: str | None = None,
+                 notify: Callable[[str], None] = print, progress: bool = True):
+        self.exp, self.s = exp, exp.solver
+        self.notify, self.progress = notify, progress
+        self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify)
+        self.solver = make_solver(self.s.values, self.train_net.params)
+        self.run = RunDir(runs_root, exp.name)
+        self.has_test = bool(self.test_net.data_layers()) and self.s.test_interval > 0
+        self.last_snapshot: Path | None = None
+        self.best: tuple[float, Path] | None = None
+
+    # --- starting points -----------------------------------------------------------
+    def resume(self, path: str | Path) -> None:
+        snap = load_snapshot(path)
+        if not snap.resumable:
+            raise SnapshotError(f"{path} holds weights only; use --weights to fine-tune from it")
+        if snap.solver_type != self.solver.type_name:
+            raise SnapshotError(f"{path} was made by the {snap.solver_type} solver but the config "
+                                f"uses {self.solver.type_name}; pass --weights to start over "
+                                "from its weights")
+        copy_weights(self.train_net, snap, strict=True)
+        history = [snap.history.get((layer, i)) for layer, i, _ in self.train_net.param_keys]
+        if any(h is None for h in history):
+            raise SnapshotError(f"{path} lacks solver history for some parameters")
+        self.solver.load_state([h[0] for h in history], snap.iteration)
+        self.rngs.set_state(snap.rng)
+        for layer in self.train_net.data_layers():
+            state = snap.data_state.get(layer.name)
+            if state is None:
+                raise SnapshotError(f"{path} has no data position for layer '{layer.name}'")
+            try:
+                layer.load_extra_state(state)
+            except ValueError as err:
+                raise SnapshotError(f"{path}: layer '{layer.name}': {err}") from None
+        self.resumed_from = snap
+
+    def load_weights(self, path: str | Path) -> list[str]:
+        copied = copy_weights(self.train_net, load_snapshot(path), strict=False)
+        if not copied:
+            raise SnapshotError(f"{path} has no weights for any layer of this net (names differ)")
+        return copied
+
+    # --- the loop ------------------------------------------------------------------
+    def train(self, resumed: bool = False) -> Evaluation | None:
+        s, net, solver = self.s, self.train_net, self.solver
+        self.run.start(self.exp.text, solver.iter if resumed else None)
+        self.run.log(f"{'resuming at iteration ' + str(solver.iter) if resumed else 'starting'} "
+                     f"{self.exp.name} ({self.exp.file})")
+        start_time, losses = time.perf_counter(), deque(maxlen=s.average_loss)
+        last_eval = None
+        bar = self._bar(solver.iter)
+        with _StopRequest() as stop:
+            if self.has_test and solver.iter == 0 and s.test_initialization:
+                last_eval = self._test(bar, start_time)
+            while solver.iter < s.max_iter:
+                net.clear_param_diffs()
+                loss = net.forward()
+                if not math.isfinite(loss):
+                    self._diverged(solver.iter, loss)
+                net.backward()
+                lr = solver.apply_update()
+                losses.append(loss)
+                it = solver.iter
+                smooth = float(np.mean(losses))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.3g}", refresh=False)
+                if s.display and it % s.display == 0:
+                    self._display(bar, it, smooth, lr, start_time)
+                if self.has_test and it % s.test_interval == 0 and it < s.max_iter:
+                    last_eval = self._test(bar, start_time)
+                if s.snapshot and it % s.snapshot == 0 and it < s.max_iter:
+                    self._snapshot()
+                if stop.signal is not None:
+                    path = self._snapshot()
+                    self._close(bar)
+                    msg = (f"stopped by signal {stop.signal} at iteration {it}; resume with: "
+                           f"cnntrain train {self.exp.file} --resume {path}")
+                    self.run.log(msg)
+                    raise TrainingError(msg)
+            if s.snapshot_after_train:
+                self._snapshot()
+            if self.has_test:
+                last_eval = self._test(bar, start_time)
+        self._close(bar)
+        self.run.log(f"finished at iteration {solver.iter} in {time.perf_counter() - start_time:.1f} s")
+        return last_eval
+
+    def _bar(self, initial: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.s.max_iter, initial=initial, desc=self.exp.name, unit="it",
+                    dynamic_ncols=True)
+
+    def _close(self, bar) -> None:
+        if bar is not None:
+            bar.close()
+
+    def _say(self, bar, line: str) -> None:
+        self.run.log(line)
+        if bar is not None:
+            bar.write(line)
+        else:
+            self.notify(line)
+
+    def _display(self, bar, it: int, loss: float, lr: float, start: float) -> None:
+        self._say(bar, f"iter {it}: loss = {loss:.4f}, lr = {lr:.6g}")
+        self.run.metric(iter=it, loss=loss, lr=lr, seconds=round(time.perf_counter() - start, 2))
+
+    def _test(self, bar, start: float) -> Evaluation:
+        ev = evaluate(self.test_net, self.s.test_iter)
+        it = self.solver.iter
+        parts = ", ".join(f"{k} = {v:.4f}" for k, v in ev.outputs.items())
+        self._say(bar, f"iter {it}: test on {ev.images} images: {parts}")
+        self.run.metric(iter=it, test_loss=ev.loss, test_accuracy=ev.accuracy,
+                        seconds=round(time.perf_counter() - start, 2))
+        return ev
+
+    def _snapshot(self) -> Path:
+        path = self.run.snapshot_path(self.solver.iter)
+        save_snapshot(path, params=self.train_net.param_keys, config=self.exp.text,
+                      iteration=self.solver.iter, solver_type=self.solver.type_name,
+                      history=[[h] for h in self.solver.state()], rng=self.rngs.state(),
+                      data_state={layer.name: layer.extra_state()
+                                  for layer in self.train_net.data_layers()})
+        self.run.log(f"snapshot {path}")
+        self.last_snapshot = path
+        return path
+
+    def _diverged(self, it: int, loss: float) -> None:
+        where = ""
+        for node in self.train_net.nodes:
+            for top in node.tops:
+                value = self.train_net.blobs.get(top)
+                if value is not None and not np.all(np.isfinite(value)):
+                    where = f"; first non-finite values in layer '{node.layer.name}' (top '{top}')"
+                    break
+            if where:
+                break
+        kept = f"; last good snapshot: {self.last_snapshot}" if self.last_snapshot else ""
+        msg = f"training diverged at iteration {it}: loss is {loss}{where}{kept}"
+        self.run.log(msg)
+        raise TrainingError(msg)
+
+
+def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None,
+                  notify: Callable[[str], None] = print) -> Evaluation:
+    """Evaluate a snapshot on its TEST net, built from the config stored inside it."""
+    from cnntrain.config import experiment_from_text
+
+    snap: Snapshot = load_snapshot(path)
+    if snap.config is None:
+        raise SnapshotError(f"{path} holds no config: it is a weights-only file")
+    exp = experiment_from_text(snap.config, f"{path}:config")
+    ctx = BuildContext(rngs=RngStreams(exp.solver.random_seed),
+                       data_dir=None if data_dir is None else Path(data_dir), notify=notify)
+    test_net = Net(exp.net, "TEST", ctx)  # only the TEST net: no training data to load
+    copy_weights(test_net, snap, strict=True)
+    if not test_net.data_layers():
+        raise SnapshotError(f"the net in {path} has no TEST data layer to evaluate on")
+    return evaluate(test_net, iterations)

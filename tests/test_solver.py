@@ -1,0 +1,53 @@
+"""SGD's update rule against hand-computed numbers, and Caffe's lr policies."""
+import math
+
+import numpy as np
+import pytest
+
+from cnntrain.blob import Param
+from cnntrain.config import parse_solver
+from cnntrain.solvers import SGD, learning_rate
+
+
+def solver_values(**kw):
+    return parse_solver({"base_lr": 0.1, "max_iter": 100, **kw}, "test").values
+
+
+def test_sgd_momentum_weight_decay_and_multipliers_by_hand():
+    w = Param(np.array([1.0, -2.0]), lr_mult=2.0, decay_mult=0.5)
+    frozen = Param(np.array([3.0]), lr_mult=0.0)
+    sgd = SGD(solver_values(momentum=0.9, weight_decay=0.01), [w, frozen])
+    w.diff[...] = [0.5, 0.25]
+    sgd.apply_update()
+    # v = 0.9*0 + 0.1*2*(g + 0.01*0.5*w) = 0.2*[0.505, 0.24] = [0.101, 0.048]
+    np.testing.assert_allclose(w.data, [1.0 - 0.101, -2.0 - 0.048])
+    w.diff[...] = [0.0, 0.0]
+    sgd.apply_update()
+    # v = 0.9*[0.101, 0.048] + 0.2*(0.005*w) with w = [0.899, -2.048]
+    v2 = 0.9 * np.array([0.101, 0.048]) + 0.2 * 0.005 * np.array([0.899, -2.048])
+    np.testing.assert_allclose(w.data, [0.899, -2.048] - v2)
+    assert frozen.data[0] == 3.0 and sgd.iter == 2
+
+
+def test_sgd_lowers_a_quadratic():
+    w = Param(np.array([5.0, -3.0]))
+    sgd = SGD(solver_values(momentum=0.9, base_lr=0.05), [w])
+    for _ in range(200):
+        w.diff[...] = w.data  # gradient of |w|^2 / 2
+        sgd.apply_update()
+    assert np.abs(w.data).max() < 1e-3
+
+
+@pytest.mark.parametrize("policy, extra, it, expected", [
+    ("fixed", {}, 50, 0.1),
+    ("step", {"gamma": 0.5, "stepsize": 20}, 45, 0.1 * 0.5 ** 2),
+    ("multistep", {"gamma": 0.1, "stepvalue": [10, 30]}, 9, 0.1),
+    ("multistep", {"gamma": 0.1, "stepvalue": [10, 30]}, 10, 0.01),
+    ("multistep", {"gamma": 0.1, "stepvalue": [10, 30]}, 31, 0.001),
+    ("exp", {"gamma": 0.99}, 7, 0.1 * 0.99 ** 7),
+    ("inv", {"gamma": 0.0001, "power": 0.75}, 1000, 0.1 * (1 + 0.1) ** -0.75),
+    ("poly", {"power": 2.0}, 25, 0.1 * (1 - 25 / 100) ** 2),
+    ("sigmoid", {"gamma": -0.1, "stepsize": 50}, 60, 0.1 / (1 + math.exp(0.1 * 10))),
+])
+def test_lr_policies(policy, extra, it, expected):
+    assert learning_rate(solver_values(lr_policy=policy, **extra), it) == pytest.approx(expected)
