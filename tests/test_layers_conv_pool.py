@@ -88,8 +88,8 @@ def test_input_gradient_is_full_convolution_with_rotated_kernel():
     np.testing.assert_allclose(dx, full, rtol=1e-12, atol=1e-12)
 
 
-def test_gradient_checker_catches_a_wrong_backward(monkeypatch):
-    """A test must be able to fail: drop one kernel offset from col2im and it must."""
+def test_gradient_checker_catches_a_wrong_col2im(monkeypatch):
+    """A test must be able to fail: corrupt one pixel of col2im's result and it must."""
     import cnntrain.layers.conv as conv
 
     real = conv.col2im
@@ -100,6 +100,23 @@ def test_gradient_checker_catches_a_wrong_backward(monkeypatch):
         return out
 
     monkeypatch.setattr(conv, "col2im", broken)
+    layer, _ = make_layer("Convolution", [(2, 2, 5, 5)],
+                          convolution_param=dict(num_output=2, kernel_size=3, pad=1, stride=2))
+    with pytest.raises(AssertionError, match="bottom"):
+        assert_gradients(layer, [np.random.default_rng(0).standard_normal((2, 2, 5, 5))])
+
+
+def test_gradient_checker_catches_a_wrong_full_convolution(monkeypatch):
+    from cnntrain.layers.conv import Convolution
+
+    real = Convolution._full_convolution
+
+    def broken(self, *args):
+        out = real(self, *args)
+        out[0, 3] += 0.5
+        return out
+
+    monkeypatch.setattr(Convolution, "_full_convolution", broken)
     layer, _ = make_layer("Convolution", [(2, 2, 5, 5)],
                           convolution_param=dict(num_output=2, kernel_size=3, pad=1))
     with pytest.raises(AssertionError, match="bottom"):

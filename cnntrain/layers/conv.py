@@ -120,17 +120,40 @@ class Convolution(Layer):
         return [dx]
 
     def _input_grad(self, weight, dyb, groups, m, dx_chunk) -> None:
-        """dx for one chunk: Wᵀ @ dy, folded back by col2im, written into ``dx_chunk``."""
+        """dx for one chunk of the batch, written into ``dx_chunk``."""
         c, (h, w) = dx_chunk.shape[1], dx_chunk.shape[2:]
-        dxp = self.ws.get("dxp", (c, m, h + 2 * self.ph, w + 2 * self.pw), dyb.dtype)
         if self.one_by_one:
-            dcol = dxp.reshape(c, -1)
+            dxb = self.ws.get("dxb", (c, m * h * w), dyb.dtype)
             for rows, outs in groups:
-                np.matmul(weight[outs].T, dyb[outs], out=dcol[rows])
+                np.matmul(weight[outs].T, dyb[outs], out=dxb[rows])
+        elif self.sh == self.sw == 1 and self.ph < self.kh and self.pw < self.kw:
+            dxb = self._full_convolution(dyb, m, c, h, w)
         else:
+            dxp = self.ws.get("dxp", (c, m, h + 2 * self.ph, w + 2 * self.pw), dyb.dtype)
             dcol = self.ws.get("dcol", (c * self.kh * self.kw, m * self.ho * self.wo), dyb.dtype)
             for rows, outs in groups:
                 np.matmul(weight[outs].T, dyb[outs], out=dcol[rows])
             dxp[...] = 0
             col2im(dcol, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, dxp)
-        dx_chunk[...] = dxp[:, :, self.ph:self.ph + h, self.pw:self.pw + w].transpose(1, 0, 2, 3)
+            dx_chunk[...] = dxp[:, :, self.ph:self.ph + h, self.pw:self.pw + w].transpose(1, 0, 2, 3)
+            return
+        dx_chunk[...] = dxb.reshape(c, m, h, w).transpose(1, 0, 2, 3)
+
+    def _full_convolution(self, dyb, m, c, h, w) -> np.ndarray:
+        """Stride 1: dx is the *full* convolution of dy with the kernel rotated by 180°
+        (and input/output channels swapped): im2col of the padded dy, then one GEMM.
+        One strided copy replaces col2im's kh*kw strided adds, which is faster."""
+        qh, qw = self.kh - 1 - self.ph, self.kw - 1 - self.pw
+        dyp = self.ws.get("dyp", (self.cout, m, self.ho + 2 * qh, self.wo + 2 * qw), dyb.dtype,
+                          zero=True)
+        pad_to_cnhw(dyb.reshape(self.cout, m, self.ho, self.wo).transpose(1, 0, 2, 3), qh, qw, dyp)
+        col = self.ws.get("col", (self.cout * self.kh * self.kw, m * h * w), dyb.dtype)
+        im2col(dyp, self.kh, self.kw, 1, 1, h, w, col)
+        dxb = self.ws.get("dxb", (c, m * h * w), dyb.dtype)
+        cg, cog = c // self.group, self.cout // self.group
+        rotated = self.blobs[0].data[:, :, ::-1, ::-1]            # (Cout, C/g, kh, kw)
+        k = cog * self.kh * self.kw
+        for g in range(self.group):
+            wr = rotated[g * cog:(g + 1) * cog].transpose(1, 0, 2, 3).reshape(cg, k)
+            np.matmul(wr, col[g * k:(g + 1) * k], out=dxb[g * cg:(g + 1) * cg])
+        return dxb
