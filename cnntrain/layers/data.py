@@ -8,7 +8,7 @@ import numpy as np
 from cnntrain.data.batches import BatchSampler
 from cnntrain.data.store import dataset_split, mean_image
 from cnntrain.data.transforms import Transformer
-from cnntrain.errors import CnnTrainError
+from cnntrain.errors import DatasetError
 from cnntrain.layers.base import Layer, SetupError, register
 
 
@@ -39,8 +39,9 @@ class Data(Layer):
                     raise SetupError(f"needs 1 or {self.images.images.shape[1]} values, got "
                                      f"{len(t.mean_value)}", "transform_param.mean_value")
                 mean = np.asarray(t.mean_value).reshape(-1, 1, 1)
-        except CnnTrainError as err:
-            raise SetupError(str(err), "data_param") from None
+        except DatasetError as err:
+            # Keep the dataset's own exit code; say which config and layer asked for it.
+            raise DatasetError(f"{self.spec.where.file}: layer '{self.name}': {err}") from None
         shape = self.images.images.shape
         if t.crop_size and t.crop_size > min(shape[2:]) + 2 * t.shift:
             raise SetupError(f"crop_size {t.crop_size} is larger than the {shape[2]}x{shape[3]} "
