@@ -83,7 +83,10 @@ class Trainer:
         history = [snap.history.get((layer, i)) for layer, i, _ in self.train_net.param_keys]
         if any(h is None for h in history):
             raise SnapshotError(f"{path} lacks solver history for some parameters")
-        self.solver.load_state([h[0] for h in history], snap.iteration)
+        try:
+            self.solver.load_state(history, snap.iteration)
+        except ValueError as err:
+            raise SnapshotError(f"{path}: {err}") from None
         self.rngs.set_state(snap.rng)
         for layer in self.train_net.data_layers():
             state = snap.data_state.get(layer.name)
@@ -114,12 +117,8 @@ class Trainer:
             if self.has_test and solver.iter == 0 and s.test_initialization:
                 last_eval = self._test(bar, start_time)
             while solver.iter < s.max_iter:
-                net.clear_param_diffs()
-                loss = net.forward()
-                if not math.isfinite(loss):
-                    self._diverged(solver.iter, loss)
-                net.backward()
-                lr = solver.apply_update()
+                loss = self._accumulate_gradients(s.iter_size)
+                lr = solver.apply_update(s.iter_size)
                 losses.append(loss)
                 it = solver.iter
                 smooth = float(np.mean(losses))
@@ -146,6 +145,20 @@ class Trainer:
         self._close(bar)
         self.run.log(f"finished at iteration {solver.iter} in {time.perf_counter() - start_time:.1f} s")
         return last_eval
+
+    def _accumulate_gradients(self, passes: int) -> float:
+        """Forward/backward ``passes`` batches into the diffs (Caffe's iter_size);
+        returns their mean loss."""
+        net = self.train_net
+        net.clear_param_diffs()
+        total = 0.0
+        for _ in range(passes):
+            loss = net.forward()
+            if not math.isfinite(loss):
+                self._diverged(self.solver.iter, loss)
+            net.backward()
+            total += loss
+        return total / passes
 
     def _bar(self, initial: int):
         if not self.progress:
@@ -183,7 +196,7 @@ class Trainer:
         path = self.run.snapshot_path(self.solver.iter)
         save_snapshot(path, params=self.train_net.param_keys, config=self.exp.text,
                       iteration=self.solver.iter, solver_type=self.solver.type_name,
-                      history=[[h] for h in self.solver.state()], rng=self.rngs.state(),
+                      history=self.solver.state(), rng=self.rngs.state(),
                       data_state={layer.name: layer.extra_state()
                                   for layer in self.train_net.data_layers()})
         self.run.log(f"snapshot {path}")

@@ -1,4 +1,4 @@
-"""SGD's update rule against hand-computed numbers, and Caffe's lr policies."""
+"""SGD's update rule against hand-computed numbers, Caffe's lr policies, cosine and warmup."""
 import math
 
 import numpy as np
@@ -51,3 +51,42 @@ def test_sgd_lowers_a_quadratic():
 ])
 def test_lr_policies(policy, extra, it, expected):
     assert learning_rate(solver_values(lr_policy=policy, **extra), it) == pytest.approx(expected)
+
+
+def cosine(it, base=0.1, low=0.0, max_iter=100):
+    return low + (base - low) * 0.5 * (1 + math.cos(math.pi * it / max_iter))
+
+
+@pytest.mark.parametrize("extra, it, expected", [
+    ({}, 0, 0.1),
+    ({}, 25, 0.1 * 0.5 * (1 + math.sqrt(0.5))),
+    ({}, 50, 0.05),
+    ({}, 100, 0.0),
+    ({}, 130, 0.0),  # held at the floor past max_iter
+    ({"min_lr": 0.01}, 0, 0.1),
+    ({"min_lr": 0.01}, 25, 0.01 + 0.09 * 0.5 * (1 + math.sqrt(0.5))),
+    ({"min_lr": 0.01}, 50, 0.055),
+    ({"min_lr": 0.01}, 100, 0.01),
+])
+def test_cosine_policy(extra, it, expected):
+    values = solver_values(lr_policy="cosine", **extra)
+    assert learning_rate(values, it) == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.parametrize("extra, it, expected", [
+    # step halves every 5 iterations; the warmup factor is (it + 1)/10 below it = 10
+    ({"lr_policy": "step", "gamma": 0.5, "stepsize": 5}, 0, 0.1 * 1 / 10),
+    ({"lr_policy": "step", "gamma": 0.5, "stepsize": 5}, 4, 0.1 * 5 / 10),
+    ({"lr_policy": "step", "gamma": 0.5, "stepsize": 5}, 7, 0.05 * 8 / 10),
+    ({"lr_policy": "step", "gamma": 0.5, "stepsize": 5}, 9, 0.05),
+    ({"lr_policy": "step", "gamma": 0.5, "stepsize": 5}, 10, 0.025),
+    # from 0.2 of the rate: factor 0.2 + 0.8*(it + 1)/10
+    ({"lr_policy": "cosine", "warmup_start_factor": 0.2}, 0, cosine(0) * 0.28),
+    ({"lr_policy": "cosine", "warmup_start_factor": 0.2}, 4, cosine(4) * 0.6),
+    ({"lr_policy": "cosine", "warmup_start_factor": 0.2}, 9, cosine(9)),
+    ({"lr_policy": "cosine", "warmup_start_factor": 0.2}, 60, cosine(60)),
+    ({"lr_policy": "cosine", "min_lr": 0.02}, 2, cosine(2, low=0.02) * 3 / 10),
+])
+def test_warmup_ramps_up_to_any_policy(extra, it, expected):
+    values = solver_values(warmup_iter=10, **extra)
+    assert learning_rate(values, it) == pytest.approx(expected, abs=1e-15)

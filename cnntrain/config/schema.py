@@ -118,19 +118,36 @@ PARAM_SPEC = {
     "name": Field("str", None),
 }
 
-LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
+LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid", "cosine")
 
 SOLVER: dict[str, Field] = {
-    "type": Field("enum", "SGD", choices=("SGD",)),
+    "type": Field("enum", "SGD",
+                  choices=("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")),
     "base_lr": Field("float", REQUIRED, min=0.0, min_exclusive=True),
     "lr_policy": Field("enum", "fixed", choices=LR_POLICIES),
     "gamma": Field("float", None),
     "power": Field("float", None),
     "stepsize": Field("int", None, min=1),
     "stepvalue": Field("ints", None, min=1),
-    "momentum": Field("float", 0.0, min=0.0, max=1.0, max_exclusive=True),
+    "min_lr": Field("float", 0.0, min=0.0, doc="cosine: the rate reached at max_iter"),
+    "warmup_iter": Field("int", 0, min=0, doc="ramp the rate up linearly over N iterations"),
+    "warmup_start_factor": Field("float", 0.0, min=0.0, max=1.0,
+                                 doc="the warmup starts from this fraction of the rate"),
+    "momentum": Field("float", None, min=0.0, max=1.0, max_exclusive=True,
+                      doc="default by type: 0 (SGD, Nesterov), 0.9 (Adam beta1), "
+                          "0.95 (AdaDelta rho)"),
+    "momentum2": Field("float", 0.999, min=0.0, max=1.0, max_exclusive=True, doc="Adam beta2"),
+    "rms_decay": Field("float", 0.99, min=0.0, max=1.0, max_exclusive=True),
+    "delta": Field("float", 1e-8, min=0.0, min_exclusive=True,
+                   doc="AdaGrad, RMSProp, AdaDelta, Adam: keeps divisions finite"),
     "weight_decay": Field("float", 0.0, min=0.0),
-    "regularization_type": Field("enum", "L2", choices=("L2",)),
+    "regularization_type": Field("enum", "L2", choices=("L2", "L1")),
+    "weight_decay_mode": Field("enum", "coupled", choices=("coupled", "decoupled"),
+                               doc="coupled: added to the gradient (Caffe); "
+                                   "decoupled: w -= lr*lr_mult*weight_decay*decay_mult*w (AdamW)"),
+    "clip_gradients": Field("float", 0.0, min=0.0,
+                            doc="scale all gradients down to this global L2 norm; 0: off"),
+    "iter_size": Field("int", 1, min=1, doc="forward/backward passes summed per update"),
     "max_iter": Field("int", REQUIRED, min=1),
     "display": Field("int", 100, min=0),
     "average_loss": Field("int", 1, min=1),
@@ -142,7 +159,7 @@ SOLVER: dict[str, Field] = {
     "random_seed": Field("int", 1, min=0),
 }
 
-# Which lr_policy needs which fields (Caffe's formulas in solvers/lr_policy.py).
+# Which lr_policy needs which fields (the formulas are in solvers/lr_policy.py).
 POLICY_NEEDS = {
     "fixed": (),
     "step": ("gamma", "stepsize"),
@@ -151,6 +168,7 @@ POLICY_NEEDS = {
     "inv": ("gamma", "power"),
     "poly": ("power",),
     "sigmoid": ("gamma", "stepsize"),
+    "cosine": (),
 }
 
 LAYER_FIELDS = ("name", "type", "bottom", "top", "param", "include", "exclude",

@@ -267,14 +267,41 @@ def check_graph(net: NetSpec, phase: str) -> None:
 
 
 def parse_solver(raw: Any, file: str | None) -> SolverSpec:
+    """Validate the ``solver`` block: field types and bounds, the fields the lr policy
+    needs, and no field the chosen solver type or policy would silently ignore."""
+    from cnntrain.solvers import SOLVERS
+
     where = _where(raw, file)
     values = check_block(schema.SOLVER, raw, where, None, "solver.")
+    given = {key for key, value in (raw or {}).items() if value is not None}
+
+    def unused(key: str, users: str) -> None:
+        raise where.error(f"{key} is only used {users}", field_name=f"solver.{key}")
+
+    rule = SOLVERS[values.type]
+    rule_fields = {key for cls in SOLVERS.values() for key in cls.uses}
+    for key in sorted(given & rule_fields - set(rule.uses)):
+        users = [name for name, cls in SOLVERS.items() if key in cls.uses]
+        unused(key, f"by {'/'.join(users)} (this solver is {values.type})")
+    if values.momentum is None:
+        values["momentum"] = rule.default_momentum
+    if "regularization_type" in given and values.weight_decay_mode == "decoupled":
+        unused("regularization_type", "with weight_decay_mode coupled (decoupled decay "
+                                      "always shrinks w in proportion to w)")
+
     for need in schema.POLICY_NEEDS[values.lr_policy]:
         if values[need] is None:
             raise where.error(f"lr_policy '{values.lr_policy}' needs '{need}'",
                               field_name=f"solver.{need}")
     if values.stepvalue and list(values.stepvalue) != sorted(values.stepvalue):
         raise where.error("must be increasing", field_name="solver.stepvalue")
+    if "min_lr" in given and values.lr_policy != "cosine":
+        unused("min_lr", "by lr_policy cosine")
+    if values.min_lr > values.base_lr:
+        raise where.error(f"must not exceed base_lr ({values.base_lr:g}), got {values.min_lr:g}",
+                          field_name="solver.min_lr")
+    if "warmup_start_factor" in given and not values.warmup_iter:
+        unused("warmup_start_factor", "with warmup_iter > 0")
     return SolverSpec(values=values, where=where)
 
 

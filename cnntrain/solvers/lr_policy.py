@@ -1,4 +1,5 @@
-"""Caffe's learning-rate policies, as pure functions of the iteration."""
+"""Learning-rate policies, as pure functions of the iteration: Caffe's, plus cosine
+and a linear warmup that combines with any of them."""
 from __future__ import annotations
 
 import bisect
@@ -7,7 +8,17 @@ from typing import Any
 
 
 def learning_rate(s: Any, it: int) -> float:
-    """The rate at iteration ``it`` for solver values ``s`` (Caffe's formulas)."""
+    """The rate at iteration ``it`` for solver values ``s``: the policy's rate times
+    the warmup factor."""
+    return policy_rate(s, it) * warmup_factor(s, it)
+
+
+def policy_rate(s: Any, it: int) -> float:
+    """The rate ``s.lr_policy`` gives at iteration ``it`` (Caffe's formulas, and cosine).
+
+    ``cosine``: ``min_lr + (base_lr − min_lr)·½·(1 + cos(π·it/max_iter))``, from
+    ``base_lr`` at 0 down to ``min_lr`` at ``max_iter``, held there beyond it.
+    """
     base, policy = s.base_lr, s.lr_policy
     if policy == "fixed":
         return base
@@ -23,4 +34,20 @@ def learning_rate(s: Any, it: int) -> float:
         return base * max(0.0, 1 - it / s.max_iter) ** s.power
     if policy == "sigmoid":
         return base / (1 + math.exp(-s.gamma * (it - s.stepsize)))
+    if policy == "cosine":
+        progress = min(it, s.max_iter) / s.max_iter
+        return s.min_lr + (base - s.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     raise ValueError(f"unknown lr_policy {policy}")
+
+
+def warmup_factor(s: Any, it: int) -> float:
+    """``f0 + (1 − f0)·(it + 1)/warmup_iter`` while ``it < warmup_iter``, else 1.
+
+    ``f0`` is ``warmup_start_factor`` (default 0). Counting ``it + 1`` makes the first
+    update move even with ``f0 = 0`` and gives the full rate at the last warmup
+    iteration, so the ramp joins the policy without a jump.
+    """
+    if it >= s.warmup_iter:
+        return 1.0
+    start = s.warmup_start_factor
+    return start + (1.0 - start) * (it + 1) / s.warmup_iter

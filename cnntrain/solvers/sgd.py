@@ -1,53 +1,44 @@
-"""Stochastic gradient descent with momentum, Caffe's update rule."""
+"""The momentum rules: Caffe's SGD and Nesterov."""
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-import numpy as np
-
-from cnntrain.blob import Param
-from cnntrain.solvers.lr_policy import learning_rate
+from cnntrain.solvers.base import Solver
 
 
-class SGD:
-    """``v ← μ v + lr·lr_mult·(∇ + λ·decay_mult·w)``; ``w ← w − v``.
+class SGD(Solver):
+    """Stochastic gradient descent with momentum (Caffe's ``SGD``).
 
-    The solver sees parameter blobs only, never layers. ``history`` holds one
-    momentum buffer per parameter, in the order the net lists them; it is what a
-    snapshot must keep to resume exactly.
+    ``v ← μ·v + lr·lr_mult·g``; ``w ← w − v``, where ``g`` is the prepared gradient
+    (weight decay included when coupled). ``momentum`` (μ) defaults to 0, as in
+    caffe.proto. State per parameter: ``[v]``.
     """
 
     type_name = "SGD"
+    buffers = ("velocity",)
+    uses = ("momentum",)
 
-    def __init__(self, values: Any, params: Sequence[Param]):
-        self.s = values
-        self.params = list(params)
-        self.history = [np.zeros_like(p.data) for p in self.params]
-        self.iter = 0
+    def compute_update(self, grad, bufs, local_rate):
+        (v,) = bufs
+        v *= self.s.momentum
+        v += local_rate * grad
+        return v
 
-    def rate(self) -> float:
-        return learning_rate(self.s, self.iter)
 
-    def apply_update(self) -> float:
-        """Update every parameter from its ``diff`` and advance the iteration."""
-        lr = self.rate()
-        momentum, decay = self.s.momentum, self.s.weight_decay
-        for p, v in zip(self.params, self.history):
-            if p.lr_mult == 0:
-                continue
-            grad = p.diff
-            if decay and p.decay_mult:
-                grad = grad + p.data.dtype.type(decay * p.decay_mult) * p.data
-            v *= p.data.dtype.type(momentum)
-            v += p.data.dtype.type(lr * p.lr_mult) * grad
-            p.data -= v
-        self.iter += 1
-        return lr
+class Nesterov(Solver):
+    """Nesterov's accelerated gradient, in Caffe's form (``Nesterov``).
 
-    def state(self) -> list[np.ndarray]:
-        return self.history
+    ``v' ← μ·v + lr·lr_mult·g``; the step is ``(1 + μ)·v' − μ·v``: step back from the
+    old look-ahead, then over-step along the new velocity. ``momentum`` defaults to 0
+    (caffe.proto), which makes this plain SGD. State per parameter: ``[v]``.
+    """
 
-    def load_state(self, history: Sequence[np.ndarray], iteration: int) -> None:
-        for buf, saved in zip(self.history, history):
-            buf[...] = saved
-        self.iter = iteration
+    type_name = "Nesterov"
+    buffers = ("velocity",)
+    uses = ("momentum",)
+
+    def compute_update(self, grad, bufs, local_rate):
+        (v,) = bufs
+        momentum = self.s.momentum
+        previous = v.copy()
+        v *= momentum
+        v += local_rate * grad
+        return (1.0 + momentum) * v - momentum * previous
