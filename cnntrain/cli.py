@@ -109,5 +109,35 @@ def test(snapshot, data_dir, iterations):
             click.echo(f"  {name:>14s}  {acc:.4f}  ({count} images)")
 
 
+@main.command(epilog=EXIT_CODES)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--points", default=21, show_default=True, type=click.IntRange(min=2),
+              help="How many iterations to print.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also plot the whole curve to this PNG (needs matplotlib).")
+def schedule(config, points, output):
+    """Print the learning rate over the run (and plot it with -o).
+
+    \b
+    Examples:
+      cnntrain schedule configs/cifar10_quick.yaml
+      cnntrain schedule configs/convnetjs_cifar10.yaml -o lr.png
+    """
+    _run(_schedule, config, points, output)
+
+
+def _schedule(config, points, output):
+    from cnntrain.config import load_experiment
+    from cnntrain.tools.schedule import lr_curve, plot_curve
+
+    values = load_experiment(config).solver.values
+    click.echo(f"{'iteration':>10s}  learning rate")
+    for it, lr in lr_curve(values, points):
+        click.echo(f"{it:>10d}  {lr:.6g}")
+    if output:
+        plot_curve(values, Path(output))
+        click.echo(f"plot written to {output}")
+
+
 if __name__ == "__main__":
     main()

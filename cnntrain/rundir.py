@@ -57,3 +57,36 @@ class RunDir:
 
     def snapshot_path(self, iteration: int) -> Path:
         return self.snapshots / f"iter_{iteration}.h5"
+
+    def snapshot_files(self) -> dict[int, Path]:
+        """The run's snapshots by iteration (temporary files of a crashed write excluded)."""
+        found = {}
+        for path in self.snapshots.glob("iter_*.h5"):
+            number = path.stem[len("iter_"):]
+            if number.isdigit():
+                found[int(number)] = path
+        return found
+
+    def test_accuracies(self) -> dict[int, float]:
+        """Test accuracy by iteration, from metrics.csv (it survives a resume)."""
+        if not self.metrics_path.is_file():
+            return {}
+        with open(self.metrics_path, newline="") as f:
+            return {int(r["iter"]): float(r["test_accuracy"]) for r in csv.DictReader(f)
+                    if r.get("iter", "").isdigit() and r.get("test_accuracy")}
+
+    def prune_snapshots(self, keep: int) -> list[Path]:
+        """Delete all but the newest ``keep`` snapshots and the best-tested one."""
+        files = self.snapshot_files()
+        if keep <= 0 or len(files) <= keep:
+            return []
+        keep_iters = set(sorted(files)[-keep:])
+        tested = {it: acc for it, acc in self.test_accuracies().items() if it in files}
+        if tested:
+            keep_iters.add(max(tested, key=lambda it: (tested[it], it)))
+        removed = []
+        for it, path in files.items():
+            if it not in keep_iters:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed

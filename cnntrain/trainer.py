@@ -68,7 +68,6 @@ class Trainer:
         self.run = RunDir(runs_root, exp.name)
         self.has_test = bool(self.test_net.data_layers()) and self.s.test_interval > 0
         self.last_snapshot: Path | None = None
-        self.best: tuple[float, Path] | None = None
 
     # --- starting points -----------------------------------------------------------
     def resume(self, path: str | Path) -> None:
@@ -96,7 +95,7 @@ class Trainer:
                 layer.load_extra_state(state)
             except ValueError as err:
                 raise SnapshotError(f"{path}: layer '{layer.name}': {err}") from None
-        self.resumed_from = snap
+        self.last_snapshot = Path(path)
 
     def load_weights(self, path: str | Path) -> list[str]:
         copied = copy_weights(self.train_net, load_snapshot(path), strict=False)
@@ -113,7 +112,9 @@ class Trainer:
         start_time, losses = time.perf_counter(), deque(maxlen=s.average_loss)
         last_eval = None
         bar = self._bar(solver.iter)
-        with _StopRequest() as stop:
+        # Non-finite values are detected and reported by name below; numpy's own
+        # overflow warnings would only add noise before that one-line error.
+        with _StopRequest() as stop, np.errstate(over="ignore", invalid="ignore"):
             if self.has_test and solver.iter == 0 and s.test_initialization:
                 last_eval = self._test(bar, start_time)
             while solver.iter < s.max_iter:
@@ -138,10 +139,11 @@ class Trainer:
                            f"cnntrain train {self.exp.file} --resume {path}")
                     self.run.log(msg)
                     raise TrainingError(msg)
-            if s.snapshot_after_train:
-                self._snapshot()
+            # Test before the final snapshot, so snapshot_keep knows its accuracy.
             if self.has_test:
                 last_eval = self._test(bar, start_time)
+            if s.snapshot_after_train:
+                self._snapshot()
         self._close(bar)
         self.run.log(f"finished at iteration {solver.iter} in {time.perf_counter() - start_time:.1f} s")
         return last_eval
@@ -155,9 +157,12 @@ class Trainer:
         for _ in range(passes):
             loss = net.forward()
             if not math.isfinite(loss):
-                self._diverged(self.solver.iter, loss)
+                self._diverged(f"the loss is {loss}", self._first_bad_blob())
             net.backward()
             total += loss
+        bad = self._first_bad_gradient()
+        if bad:
+            self._diverged("a gradient is not finite", bad)
         return total / passes
 
     def _bar(self, initial: int):
@@ -201,20 +206,35 @@ class Trainer:
                                   for layer in self.train_net.data_layers()})
         self.run.log(f"snapshot {path}")
         self.last_snapshot = path
+        for removed in self.run.prune_snapshots(self.s.snapshot_keep):
+            self.run.log(f"removed old snapshot {removed}")
         return path
 
-    def _diverged(self, it: int, loss: float) -> None:
-        where = ""
+    def _first_bad_blob(self) -> str:
+        """The first layer, in forward order, whose output holds a NaN or inf."""
         for node in self.train_net.nodes:
             for top in node.tops:
                 value = self.train_net.blobs.get(top)
                 if value is not None and not np.all(np.isfinite(value)):
-                    where = f"; first non-finite values in layer '{node.layer.name}' (top '{top}')"
-                    break
-            if where:
-                break
-        kept = f"; last good snapshot: {self.last_snapshot}" if self.last_snapshot else ""
-        msg = f"training diverged at iteration {it}: loss is {loss}{where}{kept}"
+                    return f"first non-finite output: layer '{node.layer.name}' (top '{top}')"
+        return ""
+
+    def _first_bad_gradient(self) -> str:
+        """The first layer, in backward order, with a NaN or inf parameter gradient."""
+        for node in reversed(self.train_net.nodes):
+            for i, p in enumerate(node.layer.blobs):
+                if not np.all(np.isfinite(p.diff)):
+                    return f"first non-finite gradient: layer '{node.layer.name}' param {i}"
+        return ""
+
+    def _diverged(self, what: str, where: str) -> None:
+        """Stop before the update, so no NaN weights are ever written."""
+        parts = [f"training diverged at iteration {self.solver.iter}: {what}"]
+        if where:
+            parts.append(where)
+        parts.append(f"last good snapshot: {self.last_snapshot}" if self.last_snapshot
+                     else "no snapshot was written yet")
+        msg = "; ".join(parts)
         self.run.log(msg)
         raise TrainingError(msg)
 

@@ -156,6 +156,9 @@ SOLVER: dict[str, Field] = {
     "test_initialization": Field("bool", True),
     "snapshot": Field("int", 0, min=0),
     "snapshot_after_train": Field("bool", True),
+    "snapshot_keep": Field("int", 0, min=0,
+                           doc="keep the newest N snapshots (and the best by test accuracy); "
+                               "0: keep all"),
     "random_seed": Field("int", 1, min=0),
 }
 
