@@ -1,42 +1,11 @@
-"""The ``cnntrain`` command: parse arguments, call the library, print. No math here."""
+"""train, test and schedule: the commands of a training run."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from cnntrain.errors import CnnTrainError
-
-EXIT_CODES = """\b
-Exit codes: 0 success, 1 error, 2 invalid config, 3 dataset problem,
-4 snapshot problem, 5 training stopped (diverged or interrupted)."""
-
-
-def _run(fn, *args, **kwargs):
-    """Call into the library; a user-facing error becomes one line and an exit code."""
-    try:
-        return fn(*args, **kwargs)
-    except CnnTrainError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
-
-
-@click.group(epilog=EXIT_CODES)
-@click.version_option(package_name="cnntrain")
-def main() -> None:
-    """Train convolutional networks described in Caffe-style YAML files.
-
-    \b
-    Examples:
-      cnntrain train configs/cifar10_quick.yaml
-      cnntrain test --snapshot runs/cifar10_quick/snapshots/iter_5000.h5
-    """
-
-
-DATA_DIR = click.option("--data-dir", envvar="CNNTRAIN_DATA", type=click.Path(file_okay=False),
-                        help="Where datasets are found or downloaded "
-                             "[env CNNTRAIN_DATA; default ~/.cache/cnntrain].")
+from cnntrain.cli import DATA_DIR, EXIT_CODES, run_or_exit, main
 
 
 @main.command(epilog=EXIT_CODES)
@@ -57,7 +26,7 @@ def train(config, data_dir, resume, weights, runs_dir, no_progress):
       cnntrain train configs/lenet_cifar10.yaml --resume runs/lenet_cifar10/snapshots/iter_2000.h5
       cnntrain train configs/lenet_cifar10.yaml --weights other.h5
     """
-    _run(_train, config, data_dir, resume, weights, runs_dir, not no_progress)
+    run_or_exit(_train, config, data_dir, resume, weights, runs_dir, not no_progress)
 
 
 def _train(config, data_dir, resume, weights, runs_dir, progress):
@@ -97,7 +66,7 @@ def test(snapshot, data_dir, iterations):
     """
     from cnntrain.trainer import test_snapshot
 
-    ev = _run(test_snapshot, snapshot, data_dir, iterations, click.echo)
+    ev = run_or_exit(test_snapshot, snapshot, data_dir, iterations, click.echo)
     click.echo(f"tested {ev.images} images")
     click.echo(f"loss: {ev.loss:.4f}")
     for name, value in ev.outputs.items():
@@ -123,7 +92,7 @@ def schedule(config, points, output):
       cnntrain schedule configs/cifar10_quick.yaml
       cnntrain schedule configs/convnetjs_cifar10.yaml -o lr.png
     """
-    _run(_schedule, config, points, output)
+    run_or_exit(_schedule, config, points, output)
 
 
 def _schedule(config, points, output):
@@ -138,6 +107,3 @@ def _schedule(config, points, output):
         plot_curve(values, Path(output))
         click.echo(f"plot written to {output}")
 
-
-if __name__ == "__main__":
-    main()
