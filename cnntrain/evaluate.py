@@ -1,11 +1,35 @@
-"""Running a TEST net over its data: averaged outputs and a confusion matrix."""
+"""Running a TEST net over its data: averaged outputs, top-1/top-5, a confusion matrix,
+superclass accuracy, and test-time augmentation (TTA)."""
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from cnntrain.errors import CnnTrainError
 from cnntrain.net import Net
+
+# Views of each test image for --tta, as (mirror, dy, dx): the image is shifted by
+# (dy, dx) px, the uncovered border filled with 0 (the mean colour after the mean is
+# subtracted, as the training shift pads). "flip+shift" gives 6 views as in the
+# ConvNetJS CIFAR-10 demo: plain and mirrored, each centred, 2 px up-left and 2 px
+# down-right.
+TTA_VIEWS: dict[str, tuple[tuple[bool, int, int], ...]] = {
+    "flip": ((False, 0, 0), (True, 0, 0)),
+    "flip+shift": tuple((m, d, d) for m in (False, True) for d in (0, -2, 2)),
+}
+
+
+@dataclass
+class Scores:
+    """Top-k accuracy and the confusion matrix of one way of predicting."""
+
+    top1: float
+    top5: float
+    k5: int                         # min(5, classes): the k of "top5"
+    confusion: np.ndarray           # rows: true class, columns: predicted
 
 
 @dataclass
@@ -18,21 +42,54 @@ class Evaluation:
     accuracy_blob: str | None = None
     confusion: np.ndarray | None = None     # rows: true class, columns: predicted
     class_names: list[str] = field(default_factory=list)
+    single: Scores | None = None            # one view per image (the net as it is)
+    tta: Scores | None = None               # the softmax averaged over the TTA views
+    tta_name: str | None = None
+    fine_to_coarse: np.ndarray | None = None   # CIFAR-100 fine labels: superclass of each
+    coarse_names: list[str] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float | None:
         return self.outputs.get(self.accuracy_blob) if self.accuracy_blob else None
 
-    def per_class(self) -> list[tuple[str, float, int]]:
-        """(class name, accuracy, images) for every class, worst first."""
-        if self.confusion is None:
+    @property
+    def best(self) -> Scores | None:
+        """The TTA scores when TTA ran, else the single-view ones."""
+        return self.tta or self.single
+
+    def per_class(self, confusion: np.ndarray | None = None,
+                  names: list[str] | None = None) -> list[tuple[str, float, int]]:
+        """(class name, accuracy, images) for every class, worst first (classes without
+        test images last)."""
+        confusion = self.confusion if confusion is None else confusion
+        if confusion is None:
             return []
-        totals = self.confusion.sum(axis=1)
-        acc = np.divide(np.diag(self.confusion), totals, out=np.zeros(len(totals)),
+        totals = confusion.sum(axis=1)
+        acc = np.divide(np.diag(confusion), totals, out=np.zeros(len(totals)),
                         where=totals > 0)
-        names = self.class_names or [str(i) for i in range(len(totals))]
+        names = names or self.class_names or [str(i) for i in range(len(totals))]
         rows = [(names[i], float(acc[i]), int(totals[i])) for i in range(len(totals))]
-        return sorted(rows, key=lambda r: r[1])
+        return sorted(rows, key=lambda r: (r[2] == 0, r[1]))
+
+    def superclass_confusion(self, confusion: np.ndarray | None = None) -> np.ndarray | None:
+        """The confusion matrix with fine classes merged into their superclasses."""
+        confusion = self.confusion if confusion is None else confusion
+        if confusion is None or self.fine_to_coarse is None:
+            return None
+        groups = len(self.coarse_names)
+        mapping = np.asarray(self.fine_to_coarse)
+        if len(mapping) != len(confusion) or mapping.max() < 0:
+            return None
+        merged = np.zeros((groups + 1, groups + 1), np.int64)   # last row/col: unmapped
+        idx = np.where(mapping >= 0, mapping, groups)
+        np.add.at(merged, (idx[:, None], idx[None, :]), confusion)
+        return merged[:groups, :groups]
+
+    def superclass_accuracy(self, confusion: np.ndarray | None = None) -> float | None:
+        """Fine predictions counted right when they fall in the true superclass."""
+        merged = self.superclass_confusion(confusion)
+        total = (self.confusion if confusion is None else confusion).sum()
+        return None if merged is None or total == 0 else float(np.trace(merged) / total)
 
 
 def _accuracy_node(net: Net):
@@ -42,16 +99,96 @@ def _accuracy_node(net: Net):
     return None
 
 
-def evaluate(net: Net, iterations: int | None = None) -> Evaluation:
-    """Forward ``iterations`` batches, or exactly one pass over the test data if None."""
+def _scored_node(net: Net):
+    """The layer whose bottoms are (scores, labels): an Accuracy, else a SoftmaxWithLoss."""
+    node = _accuracy_node(net)
+    if node is None:
+        node = next((n for n in net.nodes if n.layer.type_name == "SoftmaxWithLoss"), None)
+    return node
+
+
+def _rows(scores: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(scores, axis, -1).reshape(-1, scores.shape[axis])
+
+
+def _softmax(rows: np.ndarray) -> np.ndarray:
+    e = np.exp(rows - rows.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def view(x: np.ndarray, mirror: bool, dy: int, dx: int) -> np.ndarray:
+    """``x`` (N, C, H, W) mirrored and shifted by (dy, dx) px with zero fill."""
+    if mirror:
+        x = x[..., ::-1]
+    if dy == 0 and dx == 0:
+        return np.ascontiguousarray(x)
+    out = np.zeros_like(x)
+    h, w = x.shape[-2:]
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+def _forward_from(net: Net, data_node, tops: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Net.forward with the data layer's tops given (its sampler does not move)."""
+    blobs: dict[str, np.ndarray] = {}
+    for node in net.nodes:
+        outs = tops if node is data_node else node.layer.forward([blobs[b] for b in node.bottoms])
+        for top_id, value in zip(node.tops, outs):
+            blobs[top_id] = value
+    return blobs
+
+
+class _Tally:
+    """Top-1, top-k (Caffe's rule: fewer than k classes score strictly higher than the
+    label) and the confusion matrix, accumulated over batches."""
+
+    def __init__(self, classes: int):
+        self.k = min(5, classes)
+        self.hits1 = self.hitsk = self.count = 0
+        self.confusion = np.zeros((classes, classes), np.int64)
+
+    def add(self, rows: np.ndarray, labels: np.ndarray, ignore: int | None) -> None:
+        valid = labels != ignore if ignore is not None else np.ones(len(labels), bool)
+        rows, labels = rows[valid], labels[valid]
+        target = rows[np.arange(len(labels)), labels]
+        higher = (rows > target[:, None]).sum(axis=1)
+        self.hits1 += int((higher < 1).sum())
+        self.hitsk += int((higher < self.k).sum())
+        self.count += len(labels)
+        np.add.at(self.confusion, (labels, rows.argmax(axis=1)), 1)
+
+    def scores(self) -> Scores:
+        n = max(self.count, 1)
+        return Scores(self.hits1 / n, self.hitsk / n, self.k, self.confusion)
+
+
+def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) -> Evaluation:
+    """Forward ``iterations`` batches, or exactly one pass over the test data if None.
+
+    With ``tta`` ("flip" or "flip+shift"), each batch is also run through the net in
+    the other views of ``TTA_VIEWS`` and the softmax of the scores is averaged.
+    """
+    if tta is not None and tta not in TTA_VIEWS:
+        raise CnnTrainError(f"unknown TTA '{tta}': expected one of {', '.join(TTA_VIEWS)}")
     data_layers = net.data_layers()
     for layer in data_layers:
         layer.rewind()
     if iterations is None:
         iterations = data_layers[0].batches_per_pass() if data_layers else 1
     acc_node = _accuracy_node(net)
+    scored = _scored_node(net)
+    data_node = None
+    if tta is not None:
+        nodes = [n for n in net.nodes if n.layer in data_layers]
+        if len(nodes) != 1 or scored is None:
+            raise CnnTrainError("--tta needs a TEST net with one Data layer and an Accuracy or "
+                                "SoftmaxWithLoss layer")
+        data_node = nodes[0]
     sums: dict[str, float] = {}
-    loss_sum, images, confusion = 0.0, 0, None
+    loss_sum, images = 0.0, 0
+    single = averaged = None
     for _ in range(iterations):
         loss = net.forward()
         batch = next(iter(net.blobs.values())).shape[0] if net.blobs else 1
@@ -60,18 +197,83 @@ def evaluate(net: Net, iterations: int | None = None) -> Evaluation:
         for name, value in net.outputs.items():
             if np.ndim(value) == 0:
                 sums[name] = sums.get(name, 0.0) + float(value) * batch
-        if acc_node is not None:
-            scores = net.blobs[acc_node.bottoms[0]]
-            labels = net.blobs[acc_node.bottoms[1]].reshape(-1).astype(np.int64)
-            axis = acc_node.layer.axis
-            pred = np.moveaxis(scores, axis, -1).reshape(-1, scores.shape[axis]).argmax(axis=1)
-            classes = scores.shape[axis]
-            if confusion is None:
-                confusion = np.zeros((classes, classes), np.int64)
-            np.add.at(confusion, (labels, pred), 1)
+        if scored is None:
+            continue
+        axis, ignore = scored.layer.axis, getattr(scored.layer, "ignore", None)
+        scores = net.blobs[scored.bottoms[0]]
+        labels = net.blobs[scored.bottoms[1]].reshape(-1).astype(np.int64)
+        rows = _rows(scores, axis).astype(np.float64)
+        if single is None:
+            single = _Tally(rows.shape[1])
+        single.add(rows, labels, ignore)
+        if data_node is not None:
+            tops = [net.blobs[t] for t in data_node.tops]
+            probs = _softmax(rows)
+            for mirror, dy, dx in TTA_VIEWS[tta][1:]:
+                blobs = _forward_from(net, data_node, [view(tops[0], mirror, dy, dx)] + tops[1:])
+                probs += _softmax(_rows(blobs[scored.bottoms[0]], axis).astype(np.float64))
+            if averaged is None:
+                averaged = _Tally(rows.shape[1])
+            averaged.add(probs / len(TTA_VIEWS[tta]), labels, ignore)
     outputs = {k: v / max(images, 1) for k, v in sums.items()}
-    names = []
+    names, mapping, coarse = [], None, []
     if data_layers and hasattr(data_layers[0], "images"):
         names = list(data_layers[0].images.label_names)
+        mapping = getattr(data_layers[0], "fine_to_coarse", None)
+        coarse = list(getattr(data_layers[0], "coarse_names", None) or [])
     acc_blob = acc_node.layer.spec.top[0] if acc_node is not None else None
-    return Evaluation(outputs, loss_sum / max(images, 1), images, acc_blob, confusion, names)
+    single_scores = single.scores() if single is not None else None
+    confusion = single_scores.confusion if single_scores is not None else None
+    return Evaluation(outputs, loss_sum / max(images, 1), images, acc_blob, confusion, names,
+                      single_scores, averaged.scores() if averaged is not None else None,
+                      tta, mapping if coarse else None, coarse)
+
+
+# ---------------------------------------------------------------- confusion files
+PLOT_HINT = "pip install 'cnntrain[plot]' (or pip install matplotlib)"
+
+
+def write_confusion_csv(path: Path, confusion: np.ndarray, names: list[str]) -> None:
+    """Rows: true class, columns: predicted class, with the class names as headers."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["true \\ predicted"] + list(names))
+            for name, row in zip(names, confusion):
+                out.writerow([name] + [int(v) for v in row])
+    except OSError as exc:
+        raise CnnTrainError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def plot_confusion(path: Path, confusion: np.ndarray, names: list[str], title: str) -> bool:
+    """Draw the row-normalized confusion matrix to a PNG; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    totals = confusion.sum(axis=1, keepdims=True)
+    rates = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    n = len(names)
+    size = min(4 + 0.22 * n, 24)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    font = max(3.0, min(9.0, 0.5 * size * 0.8 * 72 / max(n, 1)))   # half a cell, in points
+    ax.set_xticks(range(n), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise CnnTrainError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+    return True

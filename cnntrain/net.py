@@ -49,6 +49,7 @@ class Net:
         self.blob_ids = latest
         consumed = {b for node in self.nodes for b in node.bottoms}
         self.output_ids = {name: i for name, i in latest.items() if i not in consumed}
+        self._check_class_counts()
         self._plan_backward()
 
     # --- building ------------------------------------------------------------------
@@ -77,6 +78,38 @@ class Net:
                 raise spec.error(f"loss_weight needs a scalar top, '{top_id}' has shape "
                                  f"{self.shapes[top_id]}", "loss_weight")
         self.nodes.append(Node(layer, bottoms, tops, weights))
+
+    def _check_class_counts(self) -> None:
+        """A loss or accuracy layer scoring a Data layer's labels must get one score per
+        class of that dataset: the CIFAR-10 net left at ``num_output: 10`` for CIFAR-100
+        (or 100 for its 20 superclasses) is caught here, before any training."""
+        producer = {top: node for node in self.nodes for top in node.tops}
+        for node in self.nodes:
+            layer = node.layer
+            if layer.type_name not in ("SoftmaxWithLoss", "Accuracy") or len(node.bottoms) < 2:
+                continue
+            source = producer.get(node.bottoms[1])
+            classes = getattr(source.layer, "num_classes", None) if source else None
+            got = self.shapes[node.bottoms[0]][layer.axis]
+            if classes is None or got == classes:
+                continue
+            what = (f"but layer '{layer.name}' ({layer.type_name}) compares it with the labels "
+                    f"of layer '{source.layer.name}': {source.layer.describe()} has "
+                    f"{classes} classes")
+            # Walk back through one-in one-out layers (ReLU, Dropout, ...) to num_output.
+            blob = node.bottoms[0]
+            while blob in producer:
+                spec = producer[blob].layer.spec
+                block = next((b for b in ("inner_product_param", "convolution_param")
+                              if b in spec.blocks), None)
+                if block is not None:
+                    raise spec.error(f"is {got}, {what}; set num_output: {classes}",
+                                     f"{block}.num_output")
+                if len(producer[blob].bottoms) != 1:
+                    break
+                blob = producer[blob].bottoms[0]
+            raise layer.spec.error(f"bottom '{node.bottoms[0]}' has {got} scores per image, {what}",
+                                   "bottom")
 
     def _register_params(self, layer: Layer) -> None:
         """Record parameters this layer owns (first user of the key) for snapshots."""

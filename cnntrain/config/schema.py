@@ -96,11 +96,19 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
     },
     "input_param": {"shape": Field("shape", REQUIRED)},
     "data_param": {
-        "dataset": Field("enum", None, choices=("cifar10", "cifar100")),
+        "dataset": Field("enum", None, choices=("cifar10", "cifar100"),
+                         doc="required unless hdf5 is given (then it must match the file)"),
+        "hdf5": Field("str", None, doc="a native file written by cnntrain port; a relative "
+                                       "path is taken in the data directory"),
+        "labels": Field("enum", "fine", choices=("fine", "coarse"),
+                        doc="CIFAR-100: the 100 classes, or the 20 superclasses"),
         "source": Field("str", None, doc="a folder or archive; default: the data directory"),
-        "split": Field("enum", "train", choices=("train", "test")),
+        "split": Field("enum", None, choices=("train", "test"),
+                       doc="default: train, or the split of the hdf5 file"),
         "batch_size": Field("int", REQUIRED, min=1),
         "shuffle": Field("bool", None, doc="default: on in TRAIN, off in TEST"),
+        "prefetch": Field("bool", True, doc="TRAIN: cut the next batch in a background "
+                                            "thread (the batches are the same either way)"),
     },
     "transform_param": {
         "scale": Field("float", 1.0),

@@ -84,9 +84,11 @@ class _Folder:
 class _ArchiveMembers:
     """The needed files of a dataset archive, read in one pass without extracting."""
 
-    def __init__(self, archive: Path, folder: str, names: list[str]):
+    def __init__(self, archive: Path, folder: str, names: list[str],
+                 members: dict[str, bytes] | None = None):
         self.archive, self.folder, self.source = archive, folder, str(archive)
-        self.members = read_members(archive, {f"{folder}/{n}" for n in names})
+        self.members = (read_members(archive, {f"{folder}/{n}" for n in names})
+                        if members is None else members)
 
     def where(self, name: str) -> str:
         return f"{self.folder}/{name} in {self.archive}"
@@ -318,6 +320,71 @@ def _fetch(dataset: _Dataset, data_dir: Path, allowed: bool, notify: Notify) -> 
         raise DatasetError(f"{missing}, and {exc}; {fix}") from None
 
 
+def _local(dataset: _Dataset, data_dir: Path
+           ) -> tuple[_PythonFormat | _BinaryFormat, Path] | None:
+    """The format and path of what ``load_cifar`` reads in ``data_dir``, in its lookup order."""
+    formats = (dataset.python, dataset.binary)
+    for fmt in formats:
+        if (data_dir / fmt.folder).is_dir():
+            return fmt, data_dir / fmt.folder
+    for fmt in formats:
+        if (data_dir / fmt.archive).is_file():
+            return fmt, data_dir / fmt.archive
+    return None
+
+
+def _dataset(name: str) -> _Dataset:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset '{name}': expected one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def local_source(name: str, data_dir: Path) -> Path | None:
+    """The folder or archive ``load_cifar`` would read in ``data_dir``; None if it would
+    have to download."""
+    found = _local(_dataset(name), Path(data_dir).expanduser())
+    return None if found is None else found[1]
+
+
+def fetch_official(name: str, data_dir: Path, notify: Notify = print) -> Path:
+    """Download the official python archive of ``name`` into ``data_dir`` (progress bar,
+    MD5 check); returns its path."""
+    return _fetch(_dataset(name), Path(data_dir).expanduser(), True, notify)
+
+
+def load_cifar_from(name: str, path: Path, splits: tuple[str, ...] = ("train", "test")
+                    ) -> dict[str, ImageSet]:
+    """Splits of ``name`` from an explicit path: an official folder (python or binary),
+    a folder holding one as ``load_cifar`` would find it, or a ``.tar.gz`` of either
+    format under any file name (the format is told by its members). An archive is
+    read in one pass for all ``splits``."""
+    dataset, path = _dataset(name), Path(path).expanduser()
+    formats = (dataset.python, dataset.binary)
+    expected = (f"an official {dataset.title} folder ({dataset.python.folder}/ or "
+                f"{dataset.binary.folder}/) or archive ({dataset.python.archive} or "
+                f"{dataset.binary.archive})")
+    if path.is_dir():
+        for fmt in formats:  # the official folder itself: its names file marks the format
+            if (path / fmt.files(splits[0])[-1]).is_file():
+                return {s: _read_split(fmt, _Folder(path), s, dataset) for s in splits}
+        found = _local(dataset, path)
+        if found is None:
+            raise DatasetError(f"{path} holds no {dataset.title}: expected {expected}")
+        path = found[1]
+        if path.is_dir():
+            return load_cifar_from(name, path, splits)
+    elif not path.exists():
+        raise DatasetError(f"{path} not found: expected {expected}")
+    wanted = {f"{fmt.folder}/{n}" for fmt in formats for s in splits for n in fmt.files(s)}
+    members = read_members(path, wanted)
+    for fmt in formats:
+        if any(m.startswith(fmt.folder + "/") for m in members):
+            files = _ArchiveMembers(path, fmt.folder, [], members)
+            return {s: _read_split(fmt, files, s, dataset) for s in splits}
+    raise DatasetError(f"{path} is not a {dataset.title} archive: it has no "
+                       f"{dataset.python.folder}/ or {dataset.binary.folder}/ files")
+
+
 def load_cifar(name: str, split: str, data_dir: Path, *, download: bool = True,
                notify: Notify = print) -> ImageSet:
     """Load one split ("train" or "test") of "cifar10" or "cifar100" from ``data_dir``.
@@ -327,21 +394,18 @@ def load_cifar(name: str, split: str, data_dir: Path, *, download: bool = True,
     ``download`` on, downloads the official python archive into ``data_dir``.
     Every problem is a one-line :class:`DatasetError` naming the file at fault.
     """
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset '{name}': expected one of {', '.join(DATASETS)}")
+    dataset = _dataset(name)
     if split not in ("train", "test"):
         raise DatasetError(f"unknown split '{split}' of {name}: expected train or test")
-    dataset, data_dir = DATASETS[name], Path(data_dir).expanduser()
-    formats = (dataset.python, dataset.binary)
-    for fmt in formats:
-        if (data_dir / fmt.folder).is_dir():
-            return _read_split(fmt, _Folder(data_dir / fmt.folder), split, dataset)
-    for fmt in formats:
-        archive = data_dir / fmt.archive
-        if archive.is_file():
-            _note_unofficial(archive, notify)
-            return _read_split(fmt, _ArchiveMembers(archive, fmt.folder, fmt.files(split)),
-                               split, dataset)
+    data_dir = Path(data_dir).expanduser()
+    found = _local(dataset, data_dir)
+    if found is not None:
+        fmt, path = found
+        if path.is_dir():
+            return _read_split(fmt, _Folder(path), split, dataset)
+        _note_unofficial(path, notify)
+        return _read_split(fmt, _ArchiveMembers(path, fmt.folder, fmt.files(split)),
+                           split, dataset)
     archive = _fetch(dataset, data_dir, download, notify)
     return _read_split(dataset.python, _ArchiveMembers(archive, dataset.python.folder,
                                                        dataset.python.files(split)),

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from cnntrain.data.batches import BatchSampler
-from cnntrain.data.store import dataset_split, mean_image
+from cnntrain.data.store import dataset_split, mean_image, resolve_data_dir
 from cnntrain.data.transforms import Transformer
 from cnntrain.errors import DatasetError
 from cnntrain.layers.base import Layer, SetupError, register
@@ -16,6 +17,9 @@ from cnntrain.layers.base import Layer, SetupError, register
 class Data(Layer):
     """Tops: ``data`` (N, C, H, W) and optionally ``label`` (N,).
 
+    The images come from a native file (``data_param.hdf5``, written by ``cnntrain
+    port``), else from ``<data dir>/<dataset>-<split>.h5`` when that file is there, else
+    from the CIFAR readers. All three give the same pixels, labels and mean image.
     TRAIN shuffles each epoch and wraps around; TEST reads in order, and its last
     batch of a pass may be smaller, so a pass covers the test set exactly once.
     """
@@ -26,22 +30,20 @@ class Data(Layer):
 
     def setup(self, bottom_shapes):
         p, t = self.param("data_param"), self.param("transform_param")
-        if p.dataset is None:
-            raise SetupError("is required (cifar10 or cifar100)", "data_param.dataset")
+        if p.dataset is None and p.hdf5 is None:
+            raise SetupError("is required (cifar10 or cifar100), unless data_param.hdf5 names "
+                             "a file written by cnntrain port", "data_param.dataset")
         data_dir = self.ctx.data_dir if p.source is None else p.source
         try:
-            self.images = dataset_split(p.dataset, p.split, data_dir, self.ctx.notify)
-            mean = None
-            if t.mean_image:
-                mean = mean_image(p.dataset, data_dir, self.ctx.notify)
-            elif t.mean_value is not None:
-                if len(t.mean_value) not in (1, self.images.images.shape[1]):
-                    raise SetupError(f"needs 1 or {self.images.images.shape[1]} values, got "
-                                     f"{len(t.mean_value)}", "transform_param.mean_value")
-                mean = np.asarray(t.mean_value).reshape(-1, 1, 1)
+            mean = self._open(p, t, data_dir)
         except DatasetError as err:
             # Keep the dataset's own exit code; say which config and layer asked for it.
             raise DatasetError(f"{self.spec.where.file}: layer '{self.name}': {err}") from None
+        if not t.mean_image and t.mean_value is not None:
+            if len(t.mean_value) not in (1, self.images.images.shape[1]):
+                raise SetupError(f"needs 1 or {self.images.images.shape[1]} values, got "
+                                 f"{len(t.mean_value)}", "transform_param.mean_value")
+            mean = np.asarray(t.mean_value).reshape(-1, 1, 1)
         shape = self.images.images.shape
         if t.crop_size and t.crop_size > min(shape[2:]) + 2 * t.shift:
             raise SetupError(f"crop_size {t.crop_size} is larger than the {shape[2]}x{shape[3]} "
@@ -52,13 +54,79 @@ class Data(Layer):
         shuffle = train if p.shuffle is None else p.shuffle
         self.sampler = BatchSampler(len(self.images.labels), p.batch_size, shuffle,
                                     self.rngs.get(f"shuffle/{self.name}"), wrap=train)
+        self.prefetcher = None
+        self._prefetch = train and p.prefetch   # started at the first batch: the streams are
+        # then created in the same order as without it, so snapshots match byte for byte
         self.batch_size = p.batch_size
         out = self.transform.out_shape((p.batch_size,) + shape[1:])
         return [out] + ([(p.batch_size,)] if len(self.spec.top) > 1 else [])
 
+    def _open(self, p, t, data_dir) -> np.ndarray | None:
+        """Find the images (native file or readers); set ``images``, the class names and
+        the fine→coarse map. Returns the mean image when ``mean_image`` asks for one."""
+        from cnntrain.data.native import load_native, native_path
+
+        split = p.split or "train"
+        path = None
+        if p.hdf5 is not None:
+            path = Path(p.hdf5).expanduser()
+            if not path.is_absolute():
+                path = resolve_data_dir(None if data_dir is None else str(data_dir)) / path
+            if not path.is_file():
+                what = f"cnntrain port {p.dataset}" if p.dataset else "cnntrain port"
+                raise DatasetError(f"data_param.hdf5: {path} not found; write it with `{what}` "
+                                   "(with the same --data-dir)")
+        elif p.dataset is not None:
+            found = native_path(resolve_data_dir(None if data_dir is None else str(data_dir)),
+                                p.dataset, split)
+            path = found if found.is_file() else None
+        self.fine_to_coarse = self.coarse_names = None
+        if path is not None:
+            native = load_native(path)
+            if p.dataset is not None and native.dataset != p.dataset:
+                raise SetupError(f"is {p.dataset}, but {path} holds {native.dataset}",
+                                 "data_param.dataset")
+            if p.split is not None and native.split != p.split:
+                raise SetupError(f"is {p.split}, but {path} holds the {native.split} split",
+                                 "data_param.split")
+            self.dataset, self.split = native.dataset, native.split
+            if p.labels == "coarse" and native.coarse_labels is None:
+                raise SetupError(f"{native.dataset} has no coarse labels (only CIFAR-100 "
+                                 "has superclasses)", "data_param.labels")
+            self.images = native.image_set(p.labels)
+            if p.labels == "fine" and native.fine_to_coarse is not None:
+                self.fine_to_coarse = native.fine_to_coarse
+                self.coarse_names = native.coarse_label_names
+            return native.stats.mean_image if t.mean_image else None
+        self.dataset, self.split = p.dataset, split
+        full = dataset_split(p.dataset, split, data_dir, self.ctx.notify)
+        if p.labels == "coarse":
+            if full.coarse_labels is None:
+                raise SetupError(f"{p.dataset} has no coarse labels (only CIFAR-100 has "
+                                 "superclasses)", "data_param.labels")
+            from cnntrain.data.cifar import ImageSet
+
+            self.images = ImageSet(full.images, full.coarse_labels, full.coarse_label_names,
+                                   full.source)
+        else:
+            self.images = full
+            if full.coarse_labels is not None:
+                from cnntrain.data.native import fine_to_coarse
+
+                self.fine_to_coarse = fine_to_coarse(full.labels, full.coarse_labels,
+                                                     len(full.label_names), full.source)
+                self.coarse_names = full.coarse_label_names
+        return mean_image(p.dataset, data_dir, self.ctx.notify) if t.mean_image else None
+
     @property
     def num_classes(self) -> int:
         return len(self.images.label_names)
+
+    def describe(self) -> str:
+        """What the labels are, for messages: "cifar100 (fine labels)"."""
+        if self.dataset == "cifar100":
+            return f"{self.dataset} ({self.param('data_param').labels} labels)"
+        return str(self.dataset)
 
     def batches_per_pass(self) -> int:
         return math.ceil(len(self.images.labels) / self.batch_size)
@@ -66,9 +134,20 @@ class Data(Layer):
     def rewind(self) -> None:
         self.sampler.rewind()
 
+    def _cut(self, sampler: BatchSampler, rng: np.random.Generator):
+        """One batch: the indices drawn by ``sampler`` and their transformed images."""
+        idx = sampler.next()
+        return idx, self.transform(self.images.images[idx], rng)
+
     def forward(self, bottom):
-        idx = self.sampler.next()
-        data = self.transform(self.images.images[idx], self.rngs.get("augment"))
+        if self._prefetch and self.prefetcher is None:
+            from cnntrain.data.prefetch import Prefetcher
+
+            self.prefetcher = Prefetcher(self.sampler, self.rngs.get("augment"), self._cut)
+        if self.prefetcher is not None:
+            idx, data = self.prefetcher.next()
+        else:
+            idx, data = self._cut(self.sampler, self.rngs.get("augment"))
         tops = [data]
         if len(self.spec.top) > 1:
             tops.append(self.images.labels[idx].astype(self.dtype))
