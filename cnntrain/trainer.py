@@ -60,9 +60,12 @@ class Trainer:
     """Trains one experiment into ``runs_root/<name>/``."""
 
     def __init__(self, exp: ExperimentSpec, *, runs_root: Path, data_dir: str | None = None,
-                 notify: Callable[[str], None] = print, progress: bool = True):
+                 notify: Callable[[str], None] = print, progress: bool = True,
+                 on_test: Callable[[], None] | None = None):
         self.exp, self.s = exp, exp.solver
         self.notify, self.progress = notify, progress
+        # Called after each test's metrics are written (``train --plot`` redraws there).
+        self.on_test = on_test
         self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify)
         self.solver = make_solver(self.s.values, self.train_net.params)
         self.run = RunDir(runs_root, exp.name)
@@ -195,6 +198,8 @@ class Trainer:
         self._say(bar, f"iter {it}: test on {ev.images} images: {parts}")
         self.run.metric(iter=it, test_loss=ev.loss, test_accuracy=ev.accuracy,
                         seconds=round(time.perf_counter() - start, 2))
+        if self.on_test is not None:
+            self.on_test()
         return ev
 
     def _snapshot(self) -> Path:
@@ -240,8 +245,9 @@ class Trainer:
 
 
 def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None,
-                  notify: Callable[[str], None] = print) -> Evaluation:
-    """Evaluate a snapshot on its TEST net, built from the config stored inside it."""
+                  notify: Callable[[str], None] = print, tta: str | None = None) -> Evaluation:
+    """Evaluate a snapshot on its TEST net, built from the config stored inside it
+    (``tta``: also average the softmax over the views of ``evaluate.TTA_VIEWS[tta]``)."""
     from cnntrain.config import experiment_from_text
 
     snap: Snapshot = load_snapshot(path)
@@ -254,4 +260,4 @@ def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None
     copy_weights(test_net, snap, strict=True)
     if not test_net.data_layers():
         raise SnapshotError(f"the net in {path} has no TEST data layer to evaluate on")
-    return evaluate(test_net, iterations)
+    return evaluate(test_net, iterations, tta)

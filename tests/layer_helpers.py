@@ -7,7 +7,7 @@ from cnntrain.config import parse_layer
 from cnntrain.layers import BuildContext
 from cnntrain.layers import LAYER_TYPES
 from cnntrain.rng import RngStreams
-from cnntrain.tools.gradcheck import check_layer
+from cnntrain.tools.gradcheck import check_layer, distinct_values  # noqa: F401 (re-exported)
 
 
 def make_layer(type_name: str, bottom_shapes, *, tops: int = 1, phase: str = "TRAIN",
@@ -20,15 +20,6 @@ def make_layer(type_name: str, bottom_shapes, *, tops: int = 1, phase: str = "TR
     layer = LAYER_TYPES[type_name](spec, phase, BuildContext(RngStreams(seed), np.float64))
     top_shapes = layer.setup([tuple(s) for s in bottom_shapes])
     return layer, top_shapes
-
-
-def distinct_values(shape, seed: int = 0, spread: float = 1.0) -> np.ndarray:
-    """Random values at least ~1e-3 apart, so max/ReLU kinks are never within eps."""
-    rng = np.random.default_rng(seed)
-    n = int(np.prod(shape))
-    values = (rng.permutation(n) - n / 2) / n * 2 * spread + rng.uniform(-2e-4, 2e-4, n)
-    values[np.abs(values) < 1e-3] += 2e-3
-    return values.reshape(shape)
 
 
 def assert_gradients(layer, bottoms, *, tol: float = 1e-5, check_bottoms=None, seed: int = 0):

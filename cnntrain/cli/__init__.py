@@ -43,3 +43,6 @@ DATA_DIR = click.option("--data-dir", envvar="CNNTRAIN_DATA", type=click.Path(fi
 
 # Subcommands register themselves on ``main`` when imported.
 from cnntrain.cli import run  # noqa: E402,F401
+from cnntrain.cli import tools  # noqa: E402,F401
+from cnntrain.cli import caffe  # noqa: E402,F401
+from cnntrain.cli import port  # noqa: E402,F401

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from cnntrain.cli import DATA_DIR, EXIT_CODES, run_or_exit, main
+from cnntrain.cli.output import JSON, QUIET, echo_json, print_summary
 
 
 @main.command(epilog=EXIT_CODES)
@@ -16,39 +17,85 @@ from cnntrain.cli import DATA_DIR, EXIT_CODES, run_or_exit, main
               help="Start from a snapshot's weights (layers matched by name), fresh solver.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where runs/<name>/ is written.")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Override a config field before validation (repeatable; a YAML value; "
+                   "layers by name: net.layer.conv1.convolution_param.num_output=64). "
+                   "Recorded in the run's config.yaml.")
+@click.option("--dry-run", is_flag=True,
+              help="Validate the config and print the summary (shapes, parameters, MACs) "
+                   "without reading data or training.")
+@click.option("--plot", is_flag=True,
+              help="Redraw runs/<name>/curves.png at each test (needs matplotlib).")
 @click.option("--no-progress", is_flag=True, help="No progress bar; log lines only.")
-def train(config, data_dir, resume, weights, runs_dir, no_progress):
+@QUIET
+@JSON
+def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot, no_progress,
+          quiet, as_json):
     """Train the net of CONFIG; logs, metrics and snapshots go to runs/<name>/.
+
+    With --quiet only the final line is printed; with --json one JSON document
+    (the run folder, iterations and final test outputs) goes to stdout and the
+    log lines to stderr.
 
     \b
     Examples:
       cnntrain train configs/cifar10_quick.yaml
+      cnntrain train configs/cifar10_quick.yaml --dry-run --set solver.base_lr=0.01
       cnntrain train configs/lenet_cifar10.yaml --resume runs/lenet_cifar10/snapshots/iter_2000.h5
-      cnntrain train configs/lenet_cifar10.yaml --weights other.h5
+      cnntrain train configs/lenet_cifar10.yaml --weights other.h5 --plot
     """
-    run_or_exit(_train, config, data_dir, resume, weights, runs_dir, not no_progress)
+    from cnntrain.config.overrides import load_experiment_with
+
+    exp = run_or_exit(load_experiment_with, config, overrides)
+    if dry_run:
+        run_or_exit(print_summary, exp, as_json)
+        return
+    if quiet:
+        def say(line: str) -> None:
+            pass
+    elif as_json:
+        def say(line: str) -> None:
+            click.echo(line, err=True)
+    else:
+        say = click.echo
+    progress = not (no_progress or quiet or as_json)
+    trainer, ev = run_or_exit(_train, exp, data_dir, resume, weights, runs_dir, progress, plot,
+                              say)
+    accuracy = ev.accuracy if ev is not None else None
+    if as_json:
+        echo_json({"run": str(trainer.run.path), "name": exp.name,
+                   "iterations": trainer.solver.iter,
+                   "snapshot": str(trainer.last_snapshot) if trainer.last_snapshot else None,
+                   "test": None if ev is None else {"loss": ev.loss, "images": ev.images,
+                                                    **ev.outputs}})
+        return
+    say(f"done: {trainer.run.path}")
+    if accuracy is not None:
+        click.echo(f"final test accuracy {accuracy:.4f}, loss {ev.loss:.4f}"
+                   + (f" ({trainer.run.path})" if quiet else ""))
 
 
-def _train(config, data_dir, resume, weights, runs_dir, progress):
-    from cnntrain.config import load_experiment
+def _train(exp, data_dir, resume, weights, runs_dir, progress, plot, say):
     from cnntrain.errors import ConfigError
     from cnntrain.trainer import Trainer
 
     if resume and weights:
         raise ConfigError("give --resume or --weights, not both")
-    exp = load_experiment(config)
-    trainer = Trainer(exp, runs_root=Path(runs_dir), data_dir=data_dir, notify=click.echo,
-                      progress=progress)
+    on_test = None
+    if plot:
+        from cnntrain.tools.plot import training_plot_hook
+
+        # Checked before the nets are built: a missing matplotlib stops here, not later.
+        on_test = training_plot_hook(Path(runs_dir) / exp.name, notify=say)
+    trainer = Trainer(exp, runs_root=Path(runs_dir), data_dir=data_dir, notify=say,
+                      progress=progress, on_test=on_test)
     if resume:
         trainer.resume(resume)
-        click.echo(f"resuming {exp.name} at iteration {trainer.solver.iter}")
+        say(f"resuming {exp.name} at iteration {trainer.solver.iter}")
     elif weights:
         copied = trainer.load_weights(weights)
-        click.echo(f"initialized {len(copied)} layer(s) from {weights}: {', '.join(copied)}")
-    ev = trainer.train(resumed=bool(resume))
-    click.echo(f"done: {trainer.run.path}")
-    if ev is not None and ev.accuracy is not None:
-        click.echo(f"final test accuracy {ev.accuracy:.4f}, loss {ev.loss:.4f}")
+        say(f"initialized {len(copied)} layer(s) from {weights}: {', '.join(copied)}")
+    return trainer, trainer.train(resumed=bool(resume))
 
 
 @main.command(epilog=EXIT_CODES)
@@ -57,25 +104,111 @@ def _train(config, data_dir, resume, weights, runs_dir, progress):
 @DATA_DIR
 @click.option("--iterations", type=click.IntRange(min=1),
               help="Batches to test [default: one pass over the whole test set].")
-def test(snapshot, data_dir, iterations):
-    """Evaluate a snapshot on its test set: loss, accuracy and per-class accuracy.
+@click.option("--tta", type=click.Choice(["flip", "flip+shift"]),
+              help="Also average the softmax over mirrored (flip: 2 views) and 2 px shifted "
+                   "(flip+shift: 6 views) copies of each image.")
+@click.option("--confusion", "confusion_csv", type=click.Path(dir_okay=False),
+              help="Write the confusion matrix to this CSV (and a PNG beside it if "
+                   "matplotlib is installed).")
+@click.option("--superclasses", is_flag=True,
+              help="CIFAR-100 (fine labels): also print the accuracy of each superclass.")
+@QUIET
+@JSON
+def test(snapshot, data_dir, iterations, tta, confusion_csv, superclasses, quiet, as_json):
+    """Evaluate a snapshot on its test set: loss, top-1 and top-5 accuracy, per-class
+    accuracy (worst first); superclass accuracy for CIFAR-100.
 
     \b
-    Example:
+    Examples:
       cnntrain test --snapshot runs/cifar10_quick/snapshots/iter_5000.h5
+      cnntrain test --snapshot runs/cifar100_quick/snapshots/iter_5000.h5 --tta flip+shift
+      cnntrain test --snapshot SNAP.h5 --confusion confusion.csv --superclasses
     """
     from cnntrain.trainer import test_snapshot
 
-    ev = run_or_exit(test_snapshot, snapshot, data_dir, iterations, click.echo)
+    say = (lambda line: None) if quiet else \
+        (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    ev = run_or_exit(test_snapshot, snapshot, data_dir, iterations, say, tta)
+    views = f"{tta}, {len(_tta_views(tta))} views" if tta else ""
+    if confusion_csv:
+        run_or_exit(_write_confusion, ev, Path(confusion_csv), views, say)
+    if as_json:
+        echo_json(_test_document(snapshot, ev, tta))
+        return
+    if quiet:
+        best = ev.best
+        top1 = best.top1 if best is not None else ev.accuracy
+        click.echo(f"{snapshot}\t{'' if top1 is None else f'{top1:.4f}'}\t{ev.loss:.4f}")
+        return
     click.echo(f"tested {ev.images} images")
     click.echo(f"loss: {ev.loss:.4f}")
     for name, value in ev.outputs.items():
         click.echo(f"{name}: {value:.4f}")
-    rows = ev.per_class()
+    for label, scores in (("", ev.single), (f" ({views})", ev.tta)):
+        if scores is None:
+            continue
+        click.echo(f"top-1 accuracy{label}: {scores.top1:.4f}")
+        click.echo(f"top-{scores.k5} accuracy{label}: {scores.top5:.4f}")
+        sup = ev.superclass_accuracy(scores.confusion)
+        if sup is not None:
+            click.echo(f"superclass accuracy{label}: {sup:.4f} (predicted class in the true "
+                       f"one's superclass, {len(ev.coarse_names)} superclasses)")
+    best = ev.best
+    rows = ev.per_class(best.confusion if best is not None else None)
     if rows:
-        click.echo("per-class accuracy (worst first):")
+        click.echo(f"per-class accuracy (worst first{', ' + views if tta else ''}):")
         for name, acc, count in rows:
             click.echo(f"  {name:>14s}  {acc:.4f}  ({count} images)")
+    if superclasses:
+        merged = ev.superclass_confusion(best.confusion if best is not None else None)
+        if merged is None:
+            click.echo("superclass accuracy: not available (needs CIFAR-100 with fine labels)")
+        else:
+            click.echo(f"superclass accuracy (worst first{', ' + views if tta else ''}):")
+            for name, acc, count in ev.per_class(merged, ev.coarse_names):
+                click.echo(f"  {name:>30s}  {acc:.4f}  ({count} images)")
+
+
+def _test_document(snapshot, ev, tta) -> dict:
+    """``test --json``: everything the table shows, for scripts."""
+    def scores(sc):
+        if sc is None:
+            return None
+        return {"top1": sc.top1, f"top{sc.k5}": sc.top5,
+                "superclass": ev.superclass_accuracy(sc.confusion)}
+
+    best = ev.best
+    return {"snapshot": str(snapshot), "images": ev.images, "loss": ev.loss,
+            "outputs": ev.outputs, "single_view": scores(ev.single), "tta": tta,
+            "tta_views": scores(ev.tta),
+            "per_class": [{"class": n, "accuracy": a, "images": c}
+                          for n, a, c in ev.per_class(best.confusion if best else None)]}
+
+
+def _tta_views(tta):
+    from cnntrain.evaluate import TTA_VIEWS
+
+    return TTA_VIEWS[tta]
+
+
+def _write_confusion(ev, path: Path, views: str, say):
+    from cnntrain.errors import CnnTrainError
+    from cnntrain.evaluate import PLOT_HINT, plot_confusion, write_confusion_csv
+
+    best = ev.best
+    if best is None:
+        raise CnnTrainError("no confusion matrix: the TEST net has no Accuracy or "
+                            "SoftmaxWithLoss layer")
+    names = ev.class_names if len(ev.class_names) == len(best.confusion) else \
+        [str(i) for i in range(len(best.confusion))]
+    write_confusion_csv(path, best.confusion, names)
+    say(f"confusion matrix written to {path}")
+    png = path.with_suffix(".png")
+    title = f"confusion ({ev.images} images{', ' + views if views else ''})"
+    if plot_confusion(png, best.confusion, names, title):
+        say(f"confusion plot written to {png}")
+    else:
+        say(f"note: no confusion plot ({png}): matplotlib is not installed; {PLOT_HINT}")
 
 
 @main.command(epilog=EXIT_CODES)
