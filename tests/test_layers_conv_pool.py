@@ -33,6 +33,7 @@ CONV_CASES = [
     dict(num_output=6, kernel_h=2, kernel_w=3, stride_h=1, stride_w=2, pad_h=1, pad_w=0, group=2),
     dict(num_output=3, kernel_size=1),
     dict(num_output=2, kernel_size=1, stride=2, bias_term=False),
+    dict(num_output=4, kernel_size=1, group=2),                   # grouped 1x1 (no im2col shortcut)
     dict(num_output=4, kernel_size=5, pad=2, group=4),            # depth-wise
     dict(num_output=2, kernel_size=3, stride=3),                  # stride leaves pixels unused
 ]
@@ -144,7 +145,9 @@ def caffe_pool_reference(x, method, k, s, p, global_pooling=False):
 
     def out_size(size, kk, ss, pp):
         o = int(math.ceil((size + 2 * pp - kk) / ss)) + 1
-        if pp and (o - 1) * ss >= size + pp:
+        # Caffe tests this only with pp > 0 (and then emits empty windows when the stride
+        # exceeds the kernel); cnntrain always does, as torch's ceil_mode does.
+        if (o - 1) * ss >= size + pp:
             o -= 1
         return o
 
@@ -176,6 +179,8 @@ POOL_CASES = [
     dict(pool="AVE", kernel_h=2, kernel_w=3, stride_h=1, stride_w=2, pad_h=1, pad_w=0),
     dict(pool="AVE", global_pooling=True),
     dict(pool="MAX", global_pooling=True),
+    dict(pool="MAX", kernel_size=2, stride=3),            # stride > kernel: pixels skipped
+    dict(pool="AVE", kernel_h=1, kernel_w=2, stride=2),
 ]
 
 
@@ -192,6 +197,14 @@ def test_pooling_matches_caffe_loops_and_gradients(params):
     assert_gradients(layer, [x])
 
 
+def test_no_window_lies_wholly_past_the_input():
+    """Stride 3 > kernel 2 on 6 pixels: Caffe's ceil gives a third window at 6..7, outside
+    the input; cnntrain keeps two (the window must start inside the input)."""
+    _, (top,) = make_layer("Pooling", [(1, 1, 7, 6)],
+                           pooling_param=dict(pool="MAX", kernel_size=2, stride=3))
+    assert top == (1, 1, 3, 2)
+
+
 def test_cifar10_quick_pool_sizes_use_ceil():
     for size, out in ((32, 16), (16, 8), (8, 4)):
         _, (top,) = make_layer("Pooling", [(1, 1, size, size)],
@@ -204,6 +217,45 @@ def test_max_pool_routes_gradient_to_first_maximum_on_ties():
     layer.forward([np.array([[[[1.0, 3.0], [3.0, 0.0]]]])])
     (dx,) = layer.backward([np.array([[[[1.0]]]])], [True])
     np.testing.assert_array_equal(dx, [[[[0.0, 1.0], [0.0, 0.0]]]])
+
+
+def caffe_max_routing(x, dy, k, s, p):
+    """Caffe's MAX backward as loops: each output's gradient goes to the first
+    (row-major) maximum of its window, padding excluded; overlapping windows add up."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = k, s, p
+    dx = np.zeros_like(x)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(dy.shape[2]):
+                for j in range(dy.shape[3]):
+                    hs, ws = i * sh - ph, j * sw - pw
+                    he, we = min(hs + kh, h), min(ws + kw, w)
+                    hs, ws = max(hs, 0), max(ws, 0)
+                    window = x[b, ch, hs:he, ws:we]
+                    r, q = np.unravel_index(np.argmax(window), window.shape)
+                    dx[b, ch, hs + r, ws + q] += dy[b, ch, i, j]
+    return dx
+
+
+@pytest.mark.parametrize("params", [
+    dict(kernel_size=3, stride=2),
+    dict(kernel_size=3, stride=2, pad=1),
+    dict(kernel_h=3, kernel_w=2, stride_h=2, stride_w=3),
+    dict(kernel_size=2, stride=1),
+])
+def test_max_pool_routes_ties_to_the_first_maximum_like_caffe(params):
+    """Inputs of a few distinct values (ReLU zeros are the everyday case) tie in most
+    windows; the gradient must still reach exactly Caffe's argmax."""
+    shape = (2, 3, 9, 8)
+    layer, (top,) = make_layer("Pooling", [shape], pooling_param=dict(pool="MAX", **params))
+    x = np.random.default_rng(7).integers(0, 3, shape).astype(np.float64)
+    dy = np.random.default_rng(8).standard_normal(top)
+    layer.forward([x])
+    (dx,) = layer.backward([dy], [True])
+    expected = caffe_max_routing(x, dy, (layer.kh, layer.kw), (layer.sh, layer.sw),
+                                 (layer.ph, layer.pw))
+    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_mean_pool_spreads_gradient_evenly():

@@ -1,11 +1,15 @@
-"""im2col / col2im on plain arrays, in a channel-major "CNHW" working layout.
+"""im2col / col2im on plain arrays, in a channel-last (NHWC) working layout.
 
-Blobs are NCHW (Caffe's layout). Convolution first moves a chunk of the batch to
-(C, N, H, W): then the columns for all images of the chunk are one strided view whose
-innermost runs are whole output rows, the copy into the column matrix is a single
-NumPy call, and one GEMM ``W (Cout, C*kh*kw) @ col (C*kh*kw, N*Ho*Wo)`` convolves
-the whole chunk. Rows of ``col`` are ordered (c, i, j), matching Caffe's weight
-layout (Cout, C, kh, kw), so groups are contiguous row blocks.
+Blobs are NCHW (Caffe's layout). Convolution first copies a padded NHWC version of its
+input: then one receptive field's values for one kernel row, ``kw * C`` floats, are
+contiguous in memory, so im2col is a single NumPy copy of a strided view whose inner
+runs are long (in NCHW they would be one output row, often 8-16 floats), and the
+whole chunk is convolved by one GEMM.
+
+Column buffers are ``(G, M, K)``: ``G`` groups, ``M = N*Ho*Wo`` output pixels in
+(n, y, x) order, ``K = kh*kw*C/G`` values per receptive field in (i, j, c) order. One
+batched ``np.matmul`` then serves every group at once (depth-wise convolution is
+``G = C`` small GEMMs in one call, not a Python loop over groups).
 """
 from __future__ import annotations
 
@@ -18,39 +22,50 @@ def conv_out_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def pad_to_cnhw(x: np.ndarray, pad_h: int, pad_w: int, out: np.ndarray) -> np.ndarray:
-    """Copy NCHW ``x`` into the interior of ``out`` (C, N, H+2ph, W+2pw).
+def pad_to_nhwc(x: np.ndarray, pad_h: int, pad_w: int, out: np.ndarray) -> np.ndarray:
+    """Copy NCHW ``x`` into the interior of ``out`` (N, H+2ph, W+2pw, C).
 
     The border of ``out`` is never written here, so a buffer zeroed once stays padded.
     """
     _, _, h, w = x.shape
-    out[:, :, pad_h:pad_h + h, pad_w:pad_w + w] = x.transpose(1, 0, 2, 3)
+    out[:, pad_h:pad_h + h, pad_w:pad_w + w, :] = x.transpose(0, 2, 3, 1)
     return out
+
+
+def _windows(xp: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int, ho: int,
+             wo: int) -> np.ndarray:
+    """Read-only view (G, N, ho, wo, kh, kw, C/G) of every receptive field of NHWC ``xp``."""
+    n, _, _, c = xp.shape
+    s_n, s_h, s_w, s_c = xp.strides
+    return as_strided(xp, (groups, n, ho, wo, kh, kw, c // groups),
+                      (c // groups * s_c, s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
+                      writeable=False)
 
 
 def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
            out: np.ndarray) -> np.ndarray:
-    """Columns of padded CNHW ``xp`` into ``out`` of shape (C*kh*kw, N*ho*wo)."""
-    c, n = xp.shape[:2]
-    s_c, s_n, s_h, s_w = xp.strides
-    windows = as_strided(xp, (c, kh, kw, n, ho, wo), (s_c, s_h, s_w, s_n, s_h * sh, s_w * sw),
-                         writeable=False)
-    np.copyto(out.reshape(c, kh, kw, n, ho, wo), windows)
+    """Columns of padded NHWC ``xp`` into ``out`` (G, N*ho*wo, kh*kw*C/G); G = out.shape[0]."""
+    groups = out.shape[0]
+    view = _windows(xp, groups, kh, kw, sh, sw, ho, wo)
+    np.copyto(out.reshape(view.shape), view)
     return out
 
 
 def col2im(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
            out: np.ndarray) -> np.ndarray:
-    """Add columns back into padded CNHW ``out`` (C, N, Hp, Wp): the adjoint of im2col.
+    """Add columns (G, N*ho*wo, kh*kw*C/G) back into padded NHWC ``out``: im2col's adjoint.
 
     One strided add per kernel offset: overlapping windows must accumulate, which a
     single scatter cannot do without a Python loop per pixel.
     """
-    c, n = out.shape[:2]
-    cols = col.reshape(c, kh, kw, n, ho, wo)
+    n, hp, wp, c = out.shape
+    groups = col.shape[0]
+    cols = col.reshape(groups, n, ho, wo, kh, kw, c // groups)
+    grouped = out.reshape(n, hp, wp, groups, c // groups)
     for i in range(kh):
         for j in range(kw):
-            out[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += cols[:, i, j]
+            grouped[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += \
+                cols[:, :, :, :, i, j].transpose(1, 2, 3, 0, 4)
     return out
 
 

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine import Workspace, batch_chunk, col2im, conv_out_size, im2col, pad_to_cnhw
+from cnntrain.engine import Workspace, batch_chunk, col2im, conv_out_size, im2col, pad_to_nhwc
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
 
@@ -14,11 +14,12 @@ from cnntrain.layers.geometry import pair
 class Convolution(Layer):
     """Caffe's Convolution: weights (Cout, C/group, kh, kw), optional bias (Cout,).
 
-    Forward: ``y = W @ im2col(x) + b``. Backward: ``dW = dy @ colᵀ`` and
-    ``dx = col2im(Wᵀ @ dy)``; col2im of ``Wᵀ dy`` is exactly the "full convolution
-    with the kernel rotated by 180°" of the textbook derivation. Columns are rebuilt
-    chunk by chunk in the backward rather than kept from the forward: the chunk stays
-    in cache, and memory does not grow with depth × batch.
+    Forward: ``y = im2col(x) @ W + b`` (columns in NHWC order, see ``engine.im2col``).
+    Backward: ``dW = colᵀ @ dy`` and ``dx = col2im(dy @ Wᵀ)``; col2im of ``dy Wᵀ`` is
+    exactly the "full convolution with the kernel rotated by 180°" of the textbook
+    derivation, which stride-1 layers compute in that form when it is cheaper. Columns
+    are rebuilt chunk by chunk in the backward rather than kept from the forward: the
+    chunk stays in cache, and memory does not grow with depth × batch.
     """
 
     param_blocks = ("convolution_param",)
@@ -52,41 +53,55 @@ class Convolution(Layer):
         self.one_by_one = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
         return [(n, self.cout, self.ho, self.wo)]
 
-    # The column rows of one group are contiguous: rows g*K .. (g+1)*K, K = C/g * kh * kw.
-    def _group_slices(self, c: int):
-        k = c // self.group * self.kh * self.kw
-        co = self.cout // self.group
-        return [(slice(g * k, (g + 1) * k), slice(g * co, (g + 1) * co)) for g in range(self.group)]
+    # --- layouts -------------------------------------------------------------------
+    # Caffe's weights are (Cout, C/G, kh, kw). The GEMMs want them per group with the
+    # receptive field in the columns' (i, j, c) order: (G, kh*kw*C/G, Cout/G).
+    def _weight_matrix(self) -> np.ndarray:
+        g, cog = self.group, self.cout // self.group
+        w = self.blobs[0].data.reshape(g, cog, -1, self.kh, self.kw)
+        return np.ascontiguousarray(w.transpose(0, 3, 4, 2, 1)).reshape(g, -1, cog)
 
-    def _columns(self, xp_chunk: np.ndarray, n: int) -> np.ndarray:
-        if self.one_by_one:
-            return xp_chunk.reshape(xp_chunk.shape[0], -1)
-        c = xp_chunk.shape[0]
-        col = self.ws.get("col", (c * self.kh * self.kw, n * self.ho * self.wo), xp_chunk.dtype)
+    def _to_grouped(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """NCHW ``a`` (m, G*k, h, w) into ``out`` (G, m*h*w, k)."""
+        m, _, h, w = a.shape
+        g = self.group
+        out.reshape(g, m, h, w, -1)[...] = a.reshape(m, g, -1, h, w).transpose(1, 0, 3, 4, 2)
+        return out
+
+    def _from_grouped(self, a: np.ndarray, out: np.ndarray) -> None:
+        """(G, m*h*w, k) ``a`` into NCHW ``out`` (m, G*k, h, w)."""
+        m, _, h, w = out.shape
+        g = self.group
+        out.reshape(m, g, -1, h, w)[...] = a.reshape(g, m, h, w, -1).transpose(1, 0, 4, 2, 3)
+
+    def _columns(self, xp_chunk: np.ndarray, m: int) -> np.ndarray:
+        if self.one_by_one and self.group == 1:
+            return xp_chunk.reshape(1, m * self.ho * self.wo, -1)   # already the columns
+        c = xp_chunk.shape[3]
+        col = self.ws.get("col", (self.group, m * self.ho * self.wo,
+                                  self.kh * self.kw * c // self.group), xp_chunk.dtype)
         return im2col(xp_chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, col)
 
     def _chunk(self, c: int, n: int) -> int:
         return batch_chunk(c * self.kh * self.kw * self.ho * self.wo, n,
                            itemsize=self.blobs[0].data.itemsize)
 
+    # --- forward / backward ----------------------------------------------------------
     def forward(self, bottom: Sequence[np.ndarray]) -> list[np.ndarray]:
         (x,) = bottom
         n, c, h, w = x.shape
-        xp = self.ws.get("xp", (c, n, h + 2 * self.ph, w + 2 * self.pw), x.dtype, zero=True)
-        pad_to_cnhw(x, self.ph, self.pw, xp)
-        self.xp = xp
-        weight = self.blobs[0].data.reshape(self.cout, -1)
+        xp = self.ws.get("xp", (n, h + 2 * self.ph, w + 2 * self.pw, c), x.dtype, zero=True)
+        self.xp = pad_to_nhwc(x, self.ph, self.pw, xp)
+        self.wmat = self._weight_matrix()
         y = np.empty((n, self.cout, self.ho, self.wo), x.dtype)
         step = self._chunk(c, n)
-        out = self.ws.get("out", (self.cout, step * self.ho * self.wo), x.dtype)
-        groups = self._group_slices(c)
+        hw = self.ho * self.wo
+        out = self.ws.get("out", (self.group, step * hw, self.cout // self.group), x.dtype)
         for a in range(0, n, step):
             m = min(step, n - a)
-            col = self._columns(xp[:, a:a + m], m)
-            yb = out[:, :m * self.ho * self.wo]
-            for rows, outs in groups:
-                np.matmul(weight[outs], col[rows], out=yb[outs])
-            y[a:a + m] = yb.reshape(self.cout, m, self.ho, self.wo).transpose(1, 0, 2, 3)
+            yb = out[:, :m * hw]
+            np.matmul(self._columns(xp[a:a + m], m), self.wmat, out=yb)
+            self._from_grouped(yb, y[a:a + m])
         if len(self.blobs) > 1:
             y += self.blobs[1].data.reshape(1, -1, 1, 1)
         return [y]
@@ -94,66 +109,73 @@ class Convolution(Layer):
     def backward(self, top_diff, propagate_down):
         (dy,) = top_diff
         xp = self.xp
-        c, n = xp.shape[:2]
-        weight = self.blobs[0].data.reshape(self.cout, -1)
-        dweight = self.blobs[0].diff.reshape(self.cout, -1)
+        n, hp, wp, c = xp.shape
+        h, w = hp - 2 * self.ph, wp - 2 * self.pw
         if len(self.blobs) > 1:
             self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
         want_dx = propagate_down[0]
-        h, w = xp.shape[2] - 2 * self.ph, xp.shape[3] - 2 * self.pw
         dx = np.empty((n, c, h, w), dy.dtype) if want_dx else None
         step = self._chunk(c, n)
-        groups = self._group_slices(c)
         hw = self.ho * self.wo
-        dyb_all = self.ws.get("dy", (self.cout, step * hw), dy.dtype)
-        dw_tmp = self.ws.get("dw", dweight.shape, dy.dtype)
+        dyb_all = self.ws.get("dy", (self.group, step * hw, self.cout // self.group), dy.dtype)
+        dw_sum = self.ws.get("dw_sum", self.wmat.shape, dy.dtype)
+        dw_sum[...] = 0
+        dw_tmp = self.ws.get("dw", self.wmat.shape, dy.dtype)
         for a in range(0, n, step):
             m = min(step, n - a)
-            dyb = dyb_all[:, :m * hw]
-            dyb.reshape(self.cout, m, self.ho, self.wo)[...] = dy[a:a + m].transpose(1, 0, 2, 3)
-            col = self._columns(xp[:, a:a + m], m)
-            for rows, outs in groups:
-                np.matmul(dyb[outs], col[rows].T, out=dw_tmp[outs, :])
-            dweight += dw_tmp
+            dyb = self._to_grouped(dy[a:a + m], dyb_all[:, :m * hw])
+            col = self._columns(xp[a:a + m], m)
+            np.matmul(col.transpose(0, 2, 1), dyb, out=dw_tmp)
+            dw_sum += dw_tmp
             if want_dx:
-                self._input_grad(weight, dyb, groups, m, dx[a:a + m])
+                self._input_grad(dyb, m, dx[a:a + m])
+        g, cog = self.group, self.cout // self.group
+        self.blobs[0].diff.reshape(g, cog, -1, self.kh, self.kw)[...] += \
+            dw_sum.reshape(g, self.kh, self.kw, -1, cog).transpose(0, 4, 3, 1, 2)
         return [dx]
 
-    def _input_grad(self, weight, dyb, groups, m, dx_chunk) -> None:
-        """dx for one chunk of the batch, written into ``dx_chunk``."""
+    def _input_grad(self, dyb, m, dx_chunk) -> None:
+        """dx for one chunk of the batch (dy as (G, m*ho*wo, Cout/G)), into ``dx_chunk``."""
         c, (h, w) = dx_chunk.shape[1], dx_chunk.shape[2:]
+        kg = self.wmat.shape[1]
         if self.one_by_one:
-            dxb = self.ws.get("dxb", (c, m * h * w), dyb.dtype)
-            for rows, outs in groups:
-                np.matmul(weight[outs].T, dyb[outs], out=dxb[rows])
-        elif self.sh == self.sw == 1 and self.ph < self.kh and self.pw < self.kw:
+            dxb = self.ws.get("dxb", (self.group, m * h * w, kg), dyb.dtype)
+            np.matmul(dyb, self.wmat.transpose(0, 2, 1), out=dxb)
+        elif self._full_convolution_pays(c, h, w):
             dxb = self._full_convolution(dyb, m, c, h, w)
         else:
-            dxp = self.ws.get("dxp", (c, m, h + 2 * self.ph, w + 2 * self.pw), dyb.dtype)
-            dcol = self.ws.get("dcol", (c * self.kh * self.kw, m * self.ho * self.wo), dyb.dtype)
-            for rows, outs in groups:
-                np.matmul(weight[outs].T, dyb[outs], out=dcol[rows])
+            dxp = self.ws.get("dxp", (m, h + 2 * self.ph, w + 2 * self.pw, c), dyb.dtype)
+            dcol = self.ws.get("dcol", (self.group, m * self.ho * self.wo, kg), dyb.dtype)
+            np.matmul(dyb, self.wmat.transpose(0, 2, 1), out=dcol)
             dxp[...] = 0
             col2im(dcol, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, dxp)
-            dx_chunk[...] = dxp[:, :, self.ph:self.ph + h, self.pw:self.pw + w].transpose(1, 0, 2, 3)
+            dx_chunk[...] = dxp[:, self.ph:self.ph + h, self.pw:self.pw + w, :].transpose(0, 3, 1, 2)
             return
-        dx_chunk[...] = dxb.reshape(c, m, h, w).transpose(1, 0, 2, 3)
+        self._from_grouped(dxb, dx_chunk)
+
+    def _full_convolution_pays(self, c: int, h: int, w: int) -> bool:
+        """Stride 1 allows the full-convolution form of dx. Its columns hold Cout*H*W
+        values per kernel offset against C*Ho*Wo for col2im's, so it is chosen only when
+        it copies and multiplies about as much (1.5 x at most): "same" convolutions, not
+        a valid one that widens many channels (measured on LeNet's conv2, 20 -> 50)."""
+        if self.sh != 1 or self.sw != 1 or self.ph >= self.kh or self.pw >= self.kw:
+            return False
+        return self.cout * h * w <= 1.5 * c * self.ho * self.wo
 
     def _full_convolution(self, dyb, m, c, h, w) -> np.ndarray:
         """Stride 1: dx is the *full* convolution of dy with the kernel rotated by 180°
         (and input/output channels swapped): im2col of the padded dy, then one GEMM.
-        One strided copy replaces col2im's kh*kw strided adds, which is faster."""
+        One strided copy replaces col2im's kh*kw strided adds. Returns (G, m*h*w, C/G)."""
+        g, cog, cg = self.group, self.cout // self.group, c // self.group
         qh, qw = self.kh - 1 - self.ph, self.kw - 1 - self.pw
-        dyp = self.ws.get("dyp", (self.cout, m, self.ho + 2 * qh, self.wo + 2 * qw), dyb.dtype,
+        dyp = self.ws.get("dyp", (m, self.ho + 2 * qh, self.wo + 2 * qw, self.cout), dyb.dtype,
                           zero=True)
-        pad_to_cnhw(dyb.reshape(self.cout, m, self.ho, self.wo).transpose(1, 0, 2, 3), qh, qw, dyp)
-        col = self.ws.get("col", (self.cout * self.kh * self.kw, m * h * w), dyb.dtype)
+        dyp[:, qh:qh + self.ho, qw:qw + self.wo, :].reshape(m, self.ho, self.wo, g, cog)[...] = \
+            dyb.reshape(g, m, self.ho, self.wo, cog).transpose(1, 2, 3, 0, 4)
+        col = self.ws.get("col", (g, m * h * w, self.kh * self.kw * cog), dyb.dtype)
         im2col(dyp, self.kh, self.kw, 1, 1, h, w, col)
-        dxb = self.ws.get("dxb", (c, m * h * w), dyb.dtype)
-        cg, cog = c // self.group, self.cout // self.group
-        rotated = self.blobs[0].data[:, :, ::-1, ::-1]            # (Cout, C/g, kh, kw)
-        k = cog * self.kh * self.kw
-        for g in range(self.group):
-            wr = rotated[g * cog:(g + 1) * cog].transpose(1, 0, 2, 3).reshape(cg, k)
-            np.matmul(wr, col[g * k:(g + 1) * k], out=dxb[g * cg:(g + 1) * cg])
-        return dxb
+        # rotated[g, (i, j, o), c] = W[g*cog + o, c, kh-1-i, kw-1-j]
+        rotated = self.blobs[0].data.reshape(g, cog, cg, self.kh, self.kw)[:, :, :, ::-1, ::-1]
+        rotated = np.ascontiguousarray(rotated.transpose(0, 3, 4, 1, 2)).reshape(g, -1, cg)
+        dxb = self.ws.get("dxb", (g, m * h * w, cg), dyb.dtype)
+        return np.matmul(col, rotated, out=dxb)
