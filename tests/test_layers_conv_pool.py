@@ -8,20 +8,21 @@ from cnntrain.layers.base import SetupError
 from layer_helpers import assert_gradients, distinct_values, make_layer
 
 
-def naive_conv(x, w, b, stride, pad, group):
+def naive_conv(x, w, b, stride, pad, group, dilation=(1, 1)):
     """Direct definition of Caffe's convolution (cross-correlation), one output at a time."""
     n, c, h, wd = x.shape
     cout, cg, kh, kw = w.shape
-    (sh, sw), (ph, pw) = stride, pad
+    (sh, sw), (ph, pw), (dh, dw) = stride, pad, dilation
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    ho, wo = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     y = np.zeros((n, cout, ho, wo))
     per = cout // group
     for o in range(cout):
         g = o // per
         for i in range(ho):
             for j in range(wo):
-                patch = xp[:, g * cg:(g + 1) * cg, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                patch = xp[:, g * cg:(g + 1) * cg, i * sh:i * sh + dh * (kh - 1) + 1:dh,
+                           j * sw:j * sw + dw * (kw - 1) + 1:dw]
                 y[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3)) + (b[o] if b is not None else 0)
     return y
 
@@ -36,6 +37,9 @@ CONV_CASES = [
     dict(num_output=4, kernel_size=1, group=2),                   # grouped 1x1 (no im2col shortcut)
     dict(num_output=4, kernel_size=5, pad=2, group=4),            # depth-wise
     dict(num_output=2, kernel_size=3, stride=3),                  # stride leaves pixels unused
+    dict(num_output=3, kernel_size=3, dilation=2, pad=2),         # dilated, full-conv dx path
+    dict(num_output=4, kernel_size=[2, 3], dilation=[3, 1], stride=[1, 2], group=2),
+    dict(num_output=5, kernel_size=2, dilation=2),                # dilated, col2im dx path
 ]
 
 
@@ -49,7 +53,8 @@ def test_convolution_matches_direct_definition_and_gradients(params):
     (y,) = layer.forward([x])
     w = layer.blobs[0].data
     b = layer.blobs[1].data if len(layer.blobs) > 1 else None
-    expected = naive_conv(x, w, b, (layer.sh, layer.sw), (layer.ph, layer.pw), layer.group)
+    expected = naive_conv(x, w, b, (layer.sh, layer.sw), (layer.ph, layer.pw), layer.group,
+                          (layer.dh, layer.dw))
     assert y.shape == top == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
     assert_gradients(layer, [x])
@@ -95,9 +100,9 @@ def test_gradient_checker_catches_a_wrong_col2im(monkeypatch):
 
     real = conv.col2im
 
-    def broken(col, kh, kw, sh, sw, ho, wo, out):
-        real(col, kh, kw, sh, sw, ho, wo, out)
-        out[:, :, 1, 1] += 0.5  # a wrong value at one (interior) pixel
+    def broken(col, kh, kw, sh, sw, ho, wo, out, *dilation):
+        real(col, kh, kw, sh, sw, ho, wo, out, *dilation)
+        out[:, 1, 1, :] += 0.5  # a wrong value at one (interior) pixel of the NHWC buffer
         return out
 
     monkeypatch.setattr(conv, "col2im", broken)

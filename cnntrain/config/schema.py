@@ -53,6 +53,8 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
         "pad_h": Field("int", None, min=0),
         "pad_w": Field("int", None, min=0),
         "group": Field("int", 1, min=1),
+        "dilation": Field("ints", None, min=1, doc="1 or [h, w]: kernel taps this many "
+                                                    "pixels apart (Caffe's dilation)"),
         # Caffe defaults to a constant-zero weight filler, which silently never learns;
         # xavier is the default here, and any Caffe filler may still be given.
         "weight_filler": _filler("xavier"),

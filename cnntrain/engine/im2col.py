@@ -17,9 +17,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 
-def conv_out_size(size: int, kernel: int, stride: int, pad: int) -> int:
+def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
     """Output length of a convolution (floor rounding, as in Caffe)."""
-    return (size + 2 * pad - kernel) // stride + 1
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def pad_to_nhwc(x: np.ndarray, pad_h: int, pad_w: int, out: np.ndarray) -> np.ndarray:
@@ -33,26 +33,27 @@ def pad_to_nhwc(x: np.ndarray, pad_h: int, pad_w: int, out: np.ndarray) -> np.nd
 
 
 def _windows(xp: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int, ho: int,
-             wo: int) -> np.ndarray:
-    """Read-only view (G, N, ho, wo, kh, kw, C/G) of every receptive field of NHWC ``xp``."""
+             wo: int, dh: int, dw: int) -> np.ndarray:
+    """Read-only view (G, N, ho, wo, kh, kw, C/G) of every receptive field of NHWC ``xp``
+    (kernel taps ``dh``/``dw`` pixels apart: dilation)."""
     n, _, _, c = xp.shape
     s_n, s_h, s_w, s_c = xp.strides
     return as_strided(xp, (groups, n, ho, wo, kh, kw, c // groups),
-                      (c // groups * s_c, s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
+                      (c // groups * s_c, s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
                       writeable=False)
 
 
 def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
-           out: np.ndarray) -> np.ndarray:
+           out: np.ndarray, dh: int = 1, dw: int = 1) -> np.ndarray:
     """Columns of padded NHWC ``xp`` into ``out`` (G, N*ho*wo, kh*kw*C/G); G = out.shape[0]."""
     groups = out.shape[0]
-    view = _windows(xp, groups, kh, kw, sh, sw, ho, wo)
+    view = _windows(xp, groups, kh, kw, sh, sw, ho, wo, dh, dw)
     np.copyto(out.reshape(view.shape), view)
     return out
 
 
 def col2im(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
-           out: np.ndarray) -> np.ndarray:
+           out: np.ndarray, dh: int = 1, dw: int = 1) -> np.ndarray:
     """Add columns (G, N*ho*wo, kh*kw*C/G) back into padded NHWC ``out``: im2col's adjoint.
 
     One strided add per kernel offset: overlapping windows must accumulate, which a
@@ -64,7 +65,8 @@ def col2im(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int
     grouped = out.reshape(n, hp, wp, groups, c // groups)
     for i in range(kh):
         for j in range(kw):
-            grouped[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += \
+            top, left = i * dh, j * dw
+            grouped[:, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] += \
                 cols[:, :, :, :, i, j].transpose(1, 2, 3, 0, 4)
     return out
 

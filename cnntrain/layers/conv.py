@@ -12,7 +12,8 @@ from cnntrain.layers.geometry import pair
 
 @register("Convolution")
 class Convolution(Layer):
-    """Caffe's Convolution: weights (Cout, C/group, kh, kw), optional bias (Cout,).
+    """Caffe's Convolution: weights (Cout, C/group, kh, kw), optional bias (Cout,);
+    stride, padding, groups and dilation (kernel taps spread ``dilation`` pixels apart).
 
     Forward: ``y = im2col(x) @ W + b`` (columns in NHWC order, see ``engine.im2col``).
     Backward: ``dW = colᵀ @ dy`` and ``dx = col2im(dy @ Wᵀ)``; col2im of ``dy Wᵀ`` is
@@ -33,15 +34,21 @@ class Convolution(Layer):
         self.kh, self.kw = pair(p, "convolution_param", "kernel", None)
         self.sh, self.sw = pair(p, "convolution_param", "stride", 1)
         self.ph, self.pw = pair(p, "convolution_param", "pad", 0)
+        self.dh, self.dw = pair(p, "convolution_param", "dilation", 1)
+        # The extent a dilated kernel spans: its taps are dh (dw) pixels apart.
+        self.span_h, self.span_w = self.dh * (self.kh - 1) + 1, self.dw * (self.kw - 1) + 1
         self.group, self.cout = p.group, p.num_output
         if c % self.group or self.cout % self.group:
             raise SetupError(f"group {self.group} must divide the input channels ({c}) and "
                              f"num_output ({self.cout})", "convolution_param.group")
-        if h + 2 * self.ph < self.kh or w + 2 * self.pw < self.kw:
-            raise SetupError(f"kernel {self.kh}x{self.kw} is larger than the padded input "
-                             f"{h + 2 * self.ph}x{w + 2 * self.pw}", "convolution_param.kernel_size")
-        self.ho = conv_out_size(h, self.kh, self.sh, self.ph)
-        self.wo = conv_out_size(w, self.kw, self.sw, self.pw)
+        if h + 2 * self.ph < self.span_h or w + 2 * self.pw < self.span_w:
+            dilated = (f" (dilated to {self.span_h}x{self.span_w})"
+                       if (self.dh, self.dw) != (1, 1) else "")
+            raise SetupError(f"kernel {self.kh}x{self.kw}{dilated} is larger than the padded "
+                             f"input {h + 2 * self.ph}x{w + 2 * self.pw}",
+                             "convolution_param.kernel_size")
+        self.ho = conv_out_size(h, self.kh, self.sh, self.ph, self.dh)
+        self.wo = conv_out_size(w, self.kw, self.sw, self.pw, self.dw)
         cin_g = c // self.group
         fan_in = cin_g * self.kh * self.kw
         fan_out = self.cout // self.group * self.kh * self.kw
@@ -80,7 +87,8 @@ class Convolution(Layer):
         c = xp_chunk.shape[3]
         col = self.ws.get("col", (self.group, m * self.ho * self.wo,
                                   self.kh * self.kw * c // self.group), xp_chunk.dtype)
-        return im2col(xp_chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, col)
+        return im2col(xp_chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, col,
+                      self.dh, self.dw)
 
     def _chunk(self, c: int, n: int) -> int:
         return batch_chunk(c * self.kh * self.kw * self.ho * self.wo, n,
@@ -148,7 +156,8 @@ class Convolution(Layer):
             dcol = self.ws.get("dcol", (self.group, m * self.ho * self.wo, kg), dyb.dtype)
             np.matmul(dyb, self.wmat.transpose(0, 2, 1), out=dcol)
             dxp[...] = 0
-            col2im(dcol, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, dxp)
+            col2im(dcol, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, dxp,
+                   self.dh, self.dw)
             dx_chunk[...] = dxp[:, self.ph:self.ph + h, self.pw:self.pw + w, :].transpose(0, 3, 1, 2)
             return
         self._from_grouped(dxb, dx_chunk)
@@ -158,22 +167,24 @@ class Convolution(Layer):
         values per kernel offset against C*Ho*Wo for col2im's, so it is chosen only when
         it copies and multiplies about as much (1.5 x at most): "same" convolutions, not
         a valid one that widens many channels (measured on LeNet's conv2, 20 -> 50)."""
-        if self.sh != 1 or self.sw != 1 or self.ph >= self.kh or self.pw >= self.kw:
+        if self.sh != 1 or self.sw != 1 or self.ph >= self.span_h or self.pw >= self.span_w:
             return False
         return self.cout * h * w <= 1.5 * c * self.ho * self.wo
 
     def _full_convolution(self, dyb, m, c, h, w) -> np.ndarray:
         """Stride 1: dx is the *full* convolution of dy with the kernel rotated by 180°
         (and input/output channels swapped): im2col of the padded dy, then one GEMM.
-        One strided copy replaces col2im's kh*kw strided adds. Returns (G, m*h*w, C/G)."""
+        One strided copy replaces col2im's kh*kw strided adds. A dilated kernel stays
+        dilated: tap i of the rotated kernel reads dy i*dh pixels further on.
+        Returns (G, m*h*w, C/G)."""
         g, cog, cg = self.group, self.cout // self.group, c // self.group
-        qh, qw = self.kh - 1 - self.ph, self.kw - 1 - self.pw
+        qh, qw = self.span_h - 1 - self.ph, self.span_w - 1 - self.pw
         dyp = self.ws.get("dyp", (m, self.ho + 2 * qh, self.wo + 2 * qw, self.cout), dyb.dtype,
                           zero=True)
         dyp[:, qh:qh + self.ho, qw:qw + self.wo, :].reshape(m, self.ho, self.wo, g, cog)[...] = \
             dyb.reshape(g, m, self.ho, self.wo, cog).transpose(1, 2, 3, 0, 4)
         col = self.ws.get("col", (g, m * h * w, self.kh * self.kw * cog), dyb.dtype)
-        im2col(dyp, self.kh, self.kw, 1, 1, h, w, col)
+        im2col(dyp, self.kh, self.kw, 1, 1, h, w, col, self.dh, self.dw)
         # rotated[g, (i, j, o), c] = W[g*cog + o, c, kh-1-i, kw-1-j]
         rotated = self.blobs[0].data.reshape(g, cog, cg, self.kh, self.kw)[:, :, :, ::-1, ::-1]
         rotated = np.ascontiguousarray(rotated.transpose(0, 3, 4, 1, 2)).reshape(g, -1, cg)

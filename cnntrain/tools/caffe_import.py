@@ -221,7 +221,7 @@ class _LayerConverter:
         """Caffe fields with no cnntrain twin that are harmless at their default values,
         or that map to a differently named field."""
         last = values[-1]
-        defaults = {("convolution_param", "dilation"): 1, ("convolution_param", "axis"): 1,
+        defaults = {("convolution_param", "axis"): 1,
                     ("convolution_param", "force_nd_im2col"): "false",
                     ("inner_product_param", "transpose"): "false",
                     ("pooling_param", "round_mode"): "CEIL",
