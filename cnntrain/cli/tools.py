@@ -170,3 +170,46 @@ def predict(snapshot, inputs, top_k, data_dir, quiet, as_json):
         for rank, (i, name, prob) in enumerate(p.top, 1):
             label = name if name == str(i) else f"{name} ({i})"
             click.echo(f"  {rank}. {prob:7.2%}  {label}")
+
+
+
+# ------------------------------------------------------------------------- time
+@main.command("time", epilog=EXIT_CODES)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Timed training iterations.")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Untimed iterations first (buffers are allocated there).")
+@click.option("--batch", type=click.IntRange(min=1),
+              help="Batch size [default: the TRAIN Data layer's batch_size].")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Override a config field first, as in train.")
+@QUIET
+@JSON
+def time_command(config, iterations, warmup, batch, overrides, quiet, as_json):
+    """Time the training iteration of CONFIG's net, layer by layer (like caffe time).
+
+    Forward and backward milliseconds of each layer, the solver update and the
+    net's own bookkeeping add up to the measured iteration. Also: images/s, the
+    GFLOP/s achieved in the GEMMs, and the share of time in GEMM, im2col/col2im and
+    everything else. No dataset is read: the Data layers hold a fixed random
+    batch. BLAS threads follow OMP_NUM_THREADS / OPENBLAS_NUM_THREADS.
+
+    \b
+    Examples:
+      cnntrain time configs/cifar10_quick.yaml
+      OMP_NUM_THREADS=1 cnntrain time configs/lenet_cifar10.yaml --batch 64 --iterations 50
+    """
+    from cnntrain.config.overrides import load_experiment_with
+    from cnntrain.tools.timing import blas_threads, format_report, time_experiment
+
+    exp = run_or_exit(load_experiment_with, config, overrides)
+    report = run_or_exit(time_experiment, exp, iterations=iterations, warmup=warmup,
+                         batch=batch)
+    if as_json:
+        echo_json({"config": exp.file, "threads": blas_threads(), **report.as_dict()})
+    elif quiet:
+        click.echo(f"{report.total_ms:.1f} ms per iteration, {report.images_per_s:.0f} images/s")
+    else:
+        for line in format_report(report, blas_threads()):
+            click.echo(line)

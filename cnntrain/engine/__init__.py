@@ -1,5 +1,7 @@
-"""Array kernels (im2col, col2im, scratch buffers). Knows no layer, net or config."""
+"""Array kernels (im2col, col2im, GEMM, scratch buffers). Knows no layer, net or config."""
+from cnntrain.engine.accounting import gemm, kernel_time
 from cnntrain.engine.im2col import batch_chunk, col2im, conv_out_size, im2col, pad_to_nhwc
 from cnntrain.engine.workspace import Workspace
 
-__all__ = ["Workspace", "batch_chunk", "col2im", "conv_out_size", "im2col", "pad_to_nhwc"]
+__all__ = ["Workspace", "batch_chunk", "col2im", "conv_out_size", "gemm", "im2col",
+           "kernel_time", "pad_to_nhwc"]

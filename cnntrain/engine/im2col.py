@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from cnntrain.engine.accounting import accounted
+
 
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
     """Output length of a convolution (floor rounding, as in Caffe)."""
@@ -43,6 +45,7 @@ def _windows(xp: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int, ho
                       writeable=False)
 
 
+@accounted("im2col")
 def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
            out: np.ndarray, dh: int = 1, dw: int = 1) -> np.ndarray:
     """Columns of padded NHWC ``xp`` into ``out`` (G, N*ho*wo, kh*kw*C/G); G = out.shape[0]."""
@@ -52,6 +55,7 @@ def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
     return out
 
 
+@accounted("im2col")
 def col2im(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
            out: np.ndarray, dh: int = 1, dw: int = 1) -> np.ndarray:
     """Add columns (G, N*ho*wo, kh*kw*C/G) back into padded NHWC ``out``: im2col's adjoint.

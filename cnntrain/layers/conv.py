@@ -5,7 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine import Workspace, batch_chunk, col2im, conv_out_size, im2col, pad_to_nhwc
+from cnntrain.engine import (Workspace, batch_chunk, col2im, conv_out_size, gemm, im2col,
+                             pad_to_nhwc)
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
 
@@ -108,7 +109,7 @@ class Convolution(Layer):
         for a in range(0, n, step):
             m = min(step, n - a)
             yb = out[:, :m * hw]
-            np.matmul(self._columns(xp[a:a + m], m), self.wmat, out=yb)
+            gemm(self._columns(xp[a:a + m], m), self.wmat, out=yb)
             self._from_grouped(yb, y[a:a + m])
         if len(self.blobs) > 1:
             y += self.blobs[1].data.reshape(1, -1, 1, 1)
@@ -133,7 +134,7 @@ class Convolution(Layer):
             m = min(step, n - a)
             dyb = self._to_grouped(dy[a:a + m], dyb_all[:, :m * hw])
             col = self._columns(xp[a:a + m], m)
-            np.matmul(col.transpose(0, 2, 1), dyb, out=dw_tmp)
+            gemm(col.transpose(0, 2, 1), dyb, out=dw_tmp)
             dw_sum += dw_tmp
             if want_dx:
                 self._input_grad(dyb, m, dx[a:a + m])
@@ -148,13 +149,13 @@ class Convolution(Layer):
         kg = self.wmat.shape[1]
         if self.one_by_one:
             dxb = self.ws.get("dxb", (self.group, m * h * w, kg), dyb.dtype)
-            np.matmul(dyb, self.wmat.transpose(0, 2, 1), out=dxb)
+            gemm(dyb, self.wmat.transpose(0, 2, 1), out=dxb)
         elif self._full_convolution_pays(c, h, w):
             dxb = self._full_convolution(dyb, m, c, h, w)
         else:
             dxp = self.ws.get("dxp", (m, h + 2 * self.ph, w + 2 * self.pw, c), dyb.dtype)
             dcol = self.ws.get("dcol", (self.group, m * self.ho * self.wo, kg), dyb.dtype)
-            np.matmul(dyb, self.wmat.transpose(0, 2, 1), out=dcol)
+            gemm(dyb, self.wmat.transpose(0, 2, 1), out=dcol)
             dxp[...] = 0
             col2im(dcol, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, dxp,
                    self.dh, self.dw)
@@ -189,4 +190,4 @@ class Convolution(Layer):
         rotated = self.blobs[0].data.reshape(g, cog, cg, self.kh, self.kw)[:, :, :, ::-1, ::-1]
         rotated = np.ascontiguousarray(rotated.transpose(0, 3, 4, 1, 2)).reshape(g, -1, cg)
         dxb = self.ws.get("dxb", (g, m * h * w, cg), dyb.dtype)
-        return np.matmul(col, rotated, out=dxb)
+        return gemm(col, rotated, out=dxb)

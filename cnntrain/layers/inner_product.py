@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from cnntrain.engine import gemm
 from cnntrain.layers.base import Layer, SetupError, register
 
 
@@ -37,19 +38,19 @@ class InnerProduct(Layer):
         (x,) = bottom
         self.x_shape = x.shape
         self.x2 = x.reshape(-1, self.k)
-        y = self.x2 @ self.blobs[0].data.T
+        y = gemm(self.x2, self.blobs[0].data.T)
         if len(self.blobs) > 1:
             y += self.blobs[1].data
         return [y.reshape(x.shape[:self.axis] + (self.num_output,))]
 
     def backward(self, top_diff, propagate_down):
         dy = top_diff[0].reshape(-1, self.num_output)
-        self.blobs[0].diff += dy.T @ self.x2
+        self.blobs[0].diff += gemm(dy.T, self.x2)
         if len(self.blobs) > 1:
             self.blobs[1].diff += dy.sum(axis=0)
         if not propagate_down[0]:
             return [None]
-        return [(dy @ self.blobs[0].data).reshape(self.x_shape)]
+        return [gemm(dy, self.blobs[0].data).reshape(self.x_shape)]
 
 
 @register("Flatten")

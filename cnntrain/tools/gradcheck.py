@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cnntrain.layers.base import Layer
+from cnntrain.tools.inputs import distinct_values, net_with_random_inputs  # noqa: F401
 
 
 @dataclass
@@ -210,69 +211,16 @@ def check_net(net, *, eps: float = 1e-6, max_elements: int | None = None,
     return results
 
 
-def distinct_values(shape, seed: int = 0, spread: float = 1.0) -> np.ndarray:
-    """Random values in [-spread, spread], spread out and away from 0 (n values are
-    about 2*spread/n apart, none within 1e-3 of 0), so ReLU and max-pool kinks are
-    rarely within eps of an input."""
-    rng = np.random.default_rng(seed)
-    n = int(np.prod(shape))
-    values = (rng.permutation(n) - n / 2) / n * 2 * spread + rng.uniform(-2e-4, 2e-4, n)
-    values[np.abs(values) < 1e-3] += 2e-3
-    return values.reshape(shape)
-
-
 # --- the ``cnntrain gradcheck`` command: a config's TRAIN net on random inputs ----------
 NO_GRADIENT = ("Input", "Data", "Accuracy")
 
 
-def label_blobs(net) -> dict[str, int]:
-    """Blobs that loss/accuracy layers read as labels, with their class counts (the
-    channel count of the scores they are compared with)."""
-    labels: dict[str, int] = {}
-    for node in net.nodes:
-        if node.layer.type_name in ("SoftmaxWithLoss", "Accuracy"):
-            classes = net.shapes[node.bottoms[0]][node.layer.axis]
-            labels[node.bottoms[1]] = min(classes, labels.get(node.bottoms[1], classes))
-    return labels
-
-
-def _pixel_range(transform) -> tuple[float, float]:
-    """(centre, half-width) of what a Data layer feeds: pixels 0..255, minus the mean
-    if there is one, times the scale."""
-    half = 127.5 * abs(transform.scale)
-    centred = transform.mean_image or transform.mean_value is not None
-    return (0.0 if centred else 127.5 * transform.scale), half
-
-
 def check_net_for(exp, *, batch: int = 2, seed: int = 0):
     """The float64 TRAIN net of an experiment with Data layers replaced by Input layers,
-    ``force_backward`` on, and random inputs: labels are random valid classes, other
-    inputs are spread away from kinks (:func:`distinct_values`) over the range the
-    Data layer's transform would produce (pixels 0..255, mean subtracted, scaled), so
-    the activations have their real scale; inputs of Input layers lie in [-1, 1]."""
-    from cnntrain.layers import BuildContext
-    from cnntrain.net import Net
-    from cnntrain.rng import RngStreams
-    from cnntrain.tools.inputs import replace_data_layers
-
-    spec, stand_ins = replace_data_layers(exp.net, batch)
-    ranges = {s.data_top: _pixel_range(s.transform_param) for s in stand_ins}
-    ctx = BuildContext(RngStreams(exp.solver.random_seed), np.float64, notify=lambda _: None)
-    net = Net(spec, "TRAIN", ctx, force_backward=True)
-    labels = label_blobs(net)
-    rng = np.random.default_rng(seed)
-    k = 0
-    for node in net.nodes:
-        if node.layer.type_name != "Input":
-            continue
-        for top_id, value in zip(node.tops, node.layer.values):
-            if top_id in labels:
-                value[...] = rng.integers(0, labels[top_id], value.shape)
-            else:
-                centre, half = ranges.get(top_id, (0.0, 1.0))
-                value[...] = centre + distinct_values(value.shape, seed + k, half)
-                k += 1
-    return net, labels
+    ``force_backward`` on, and random inputs spread away from kinks
+    (:func:`cnntrain.tools.inputs.net_with_random_inputs`)."""
+    return net_with_random_inputs(exp, batch=batch, seed=seed, dtype=np.float64,
+                                  force_backward=True)
 
 
 def gradcheck_experiment(exp, *, layer: str | None = None, batch: int = 2,

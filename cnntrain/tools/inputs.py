@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from cnntrain.config import parse_layer
 from cnntrain.config.specs import LayerSpec, NetSpec
 
@@ -75,3 +77,67 @@ def replace_data_layers(net: NetSpec, batch: int | None = None,
             spec = input_layer_like(spec, shapes)
         layers.append(spec)
     return dataclasses.replace(net, layers=tuple(layers)), stand_ins
+
+
+def distinct_values(shape, seed: int = 0, spread: float = 1.0) -> np.ndarray:
+    """Random values in [-spread, spread], spread out and away from 0 (n values are
+    about 2*spread/n apart, none within 1e-3 of 0), so ReLU and max-pool kinks are
+    rarely within eps of an input."""
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape))
+    values = (rng.permutation(n) - n / 2) / n * 2 * spread + rng.uniform(-2e-4, 2e-4, n)
+    values[np.abs(values) < 1e-3] += 2e-3
+    return values.reshape(shape)
+
+
+
+def label_blobs(net) -> dict[str, int]:
+    """Blobs that loss/accuracy layers read as labels, with their class counts (the
+    channel count of the scores they are compared with)."""
+    labels: dict[str, int] = {}
+    for node in net.nodes:
+        if node.layer.type_name in ("SoftmaxWithLoss", "Accuracy"):
+            classes = net.shapes[node.bottoms[0]][node.layer.axis]
+            labels[node.bottoms[1]] = min(classes, labels.get(node.bottoms[1], classes))
+    return labels
+
+
+def _pixel_range(transform) -> tuple[float, float]:
+    """(centre, half-width) of what a Data layer feeds: pixels 0..255, minus the mean
+    if there is one, times the scale."""
+    half = 127.5 * abs(transform.scale)
+    centred = transform.mean_image or transform.mean_value is not None
+    return (0.0 if centred else 127.5 * transform.scale), half
+
+
+def net_with_random_inputs(exp, *, batch: int | None = None, seed: int = 0,
+                           dtype=np.float32, phase: str = "TRAIN",
+                           force_backward: bool = False):
+    """``exp``'s net with Data layers replaced by Input layers (batch ``batch``, or the
+    config's) holding random inputs: labels are random valid classes, other inputs are
+    spread away from kinks (:func:`distinct_values`) over the range the Data layer's
+    transform would produce (pixels 0..255, mean subtracted, scaled), so activations
+    have their real scale; inputs of the config's own Input layers lie in [-1, 1].
+    Returns the net and its label blobs (name -> class count)."""
+    from cnntrain.layers import BuildContext
+    from cnntrain.net import Net
+    from cnntrain.rng import RngStreams
+
+    spec, stand_ins = replace_data_layers(exp.net, batch)
+    ranges = {s.data_top: _pixel_range(s.transform_param) for s in stand_ins}
+    ctx = BuildContext(RngStreams(exp.solver.random_seed), dtype, notify=lambda _: None)
+    net = Net(spec, phase, ctx, force_backward=force_backward)
+    labels = label_blobs(net)
+    rng = np.random.default_rng(seed)
+    k = 0
+    for node in net.nodes:
+        if node.layer.type_name != "Input":
+            continue
+        for top_id, value in zip(node.tops, node.layer.values):
+            if top_id in labels:
+                value[...] = rng.integers(0, labels[top_id], value.shape)
+            else:
+                centre, half = ranges.get(top_id, (0.0, 1.0))
+                value[...] = centre + distinct_values(value.shape, seed + k, half)
+                k += 1
+    return net, labels

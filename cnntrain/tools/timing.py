@@ -1,0 +1,212 @@
+"""``cnntrain time``: where a training iteration's time goes, layer by layer (like ``caffe time``).
+
+The TRAIN net is built without data (Data layers become Input layers holding a fixed
+random batch, see :mod:`cnntrain.tools.inputs`), so the numbers are the engine's alone:
+the data pipeline runs in a background thread during real training. Each iteration is
+what the trainer does: clear the gradients, forward, backward, solver update. Every
+layer's forward and backward is clocked on its own, the engine's kernels are
+accounted by kind (GEMM, im2col/col2im), and whatever is left of the measured
+iteration (the net's bookkeeping: summing diffs, seeding the loss) is reported as
+such, so the rows add up to the measured total.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from cnntrain.engine import kernel_time
+from cnntrain.tools.summary import forward_macs
+
+
+@dataclass
+class LayerTime:
+    name: str
+    type: str
+    forward_ms: float = 0.0
+    backward_ms: float = 0.0
+    flops: float = 0.0          # GEMM flops of one iteration (2 per multiply-accumulate)
+
+    @property
+    def total_ms(self) -> float:
+        return self.forward_ms + self.backward_ms
+
+
+@dataclass
+class TimingReport:
+    """Means over the timed iterations, in milliseconds per iteration."""
+
+    net: str
+    batch: int
+    iterations: int
+    warmup: int
+    layers: list[LayerTime] = field(default_factory=list)
+    clear_ms: float = 0.0            # zeroing the parameter gradients
+    update_ms: float = 0.0           # the solver's update
+    total_ms: float = 0.0            # the measured iteration, mean
+    median_ms: float = 0.0
+    min_ms: float = 0.0
+    gemm_ms: float = 0.0
+    im2col_ms: float = 0.0
+
+    @property
+    def layers_ms(self) -> float:
+        return sum(r.total_ms for r in self.layers)
+
+    @property
+    def overhead_ms(self) -> float:
+        """The measured iteration less the layers, gradient clearing and the update."""
+        return self.total_ms - self.layers_ms - self.clear_ms - self.update_ms
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / (self.total_ms / 1e3) if self.total_ms else 0.0
+
+    @property
+    def gflops(self) -> float:
+        return sum(r.flops for r in self.layers) / (self.total_ms / 1e3) / 1e9 \
+            if self.total_ms else 0.0
+
+    @property
+    def other_ms(self) -> float:
+        return self.total_ms - self.gemm_ms - self.im2col_ms
+
+    def as_dict(self) -> dict:
+        return {"net": self.net, "batch": self.batch, "iterations": self.iterations,
+                "warmup": self.warmup,
+                "layers": [{"name": r.name, "type": r.type, "forward_ms": r.forward_ms,
+                            "backward_ms": r.backward_ms, "gflop": r.flops / 1e9}
+                           for r in self.layers],
+                "clear_ms": self.clear_ms, "update_ms": self.update_ms,
+                "overhead_ms": self.overhead_ms, "total_ms": self.total_ms,
+                "median_ms": self.median_ms, "min_ms": self.min_ms,
+                "images_per_s": self.images_per_s, "gflops_per_s": self.gflops,
+                "gemm_ms": self.gemm_ms, "im2col_ms": self.im2col_ms,
+                "other_ms": self.other_ms}
+
+
+def _gemm_flops(node, net) -> float:
+    """GEMM flops of one training iteration of a layer: forward, the weight gradient,
+    and the input gradient where the net asks for it (2 flops per MAC)."""
+    bottoms = [net.shapes[b] for b in node.bottoms]
+    tops = [net.shapes[t] for t in node.tops]
+    macs = forward_macs(node.layer, bottoms, tops) * (bottoms[0][0] if bottoms and bottoms[0] else 1)
+    if not macs:
+        return 0.0
+    passes = 1 + (1 if node.run_backward else 0) + (1 if node.run_backward and any(node.propagate_down) else 0)
+    return 2.0 * macs * passes
+
+
+def _clocked(fn: Callable, add: Callable[[float], None]) -> Callable:
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            add(time.perf_counter() - start)
+    return timed
+
+
+def time_experiment(exp, *, iterations: int = 20, warmup: int = 3,
+                    batch: int | None = None, seed: int = 0) -> TimingReport:
+    """Time ``iterations`` training iterations of ``exp``'s TRAIN net after ``warmup``."""
+    from cnntrain.solvers import make_solver
+    from cnntrain.tools.inputs import net_with_random_inputs
+
+    net, _ = net_with_random_inputs(exp, batch=batch, seed=seed, dtype=np.float32)
+    solver = make_solver(exp.solver.values, net.params)
+    inputs = [n for n in net.nodes if n.layer.type_name == "Input"]
+    used_batch = net.shapes[inputs[0].tops[0]][0] if inputs and net.shapes[inputs[0].tops[0]] \
+        else (batch or 1)
+    report = TimingReport(exp.net.name, used_batch, iterations, warmup)
+    rows: dict[str, LayerTime] = {}
+    sums = {"clear": 0.0, "update": 0.0}
+    for node in net.nodes:
+        row = rows.setdefault(node.layer.name, LayerTime(node.layer.name, node.layer.type_name))
+        row.flops += _gemm_flops(node, net)
+
+    def adder(row: LayerTime, attr: str) -> Callable[[float], None]:
+        def add(seconds: float) -> None:
+            setattr(row, attr, getattr(row, attr) + seconds * 1e3)
+        return add
+
+    # Clock each layer through instance attributes that shadow its methods: the net
+    # itself stays free of timing code.
+    for node in net.nodes:
+        layer, row = node.layer, rows[node.layer.name]
+        layer.forward = _clocked(layer.forward, adder(row, "forward_ms"))
+        layer.backward = _clocked(layer.backward, adder(row, "backward_ms"))
+
+    def iteration() -> None:
+        start = time.perf_counter()
+        net.clear_param_diffs()
+        sums["clear"] += time.perf_counter() - start
+        net.forward()
+        net.backward()
+        start = time.perf_counter()
+        solver.apply_update()
+        sums["update"] += time.perf_counter() - start
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(warmup):
+            iteration()
+        for row in rows.values():
+            row.forward_ms = row.backward_ms = 0.0
+        sums["clear"] = sums["update"] = 0.0
+        steps = []
+        with kernel_time() as kernels:
+            for _ in range(iterations):
+                start = time.perf_counter()
+                iteration()
+                steps.append((time.perf_counter() - start) * 1e3)
+    for row in rows.values():
+        row.forward_ms /= iterations
+        row.backward_ms /= iterations
+    report.layers = list(rows.values())
+    report.clear_ms = sums["clear"] * 1e3 / iterations
+    report.update_ms = sums["update"] * 1e3 / iterations
+    report.total_ms = sum(steps) / iterations
+    report.median_ms = statistics.median(steps)
+    report.min_ms = min(steps)
+    report.gemm_ms = kernels["gemm"] * 1e3 / iterations
+    report.im2col_ms = kernels["im2col"] * 1e3 / iterations
+    return report
+
+
+def format_report(report: TimingReport, threads: str) -> list[str]:
+    """The table ``cnntrain time`` prints."""
+    total = report.total_ms or 1.0
+    width = max([len(f"{r.name} ({r.type})") for r in report.layers] + [26])
+    lines = [f"{report.net}: TRAIN net, batch {report.batch}, mean of {report.iterations} "
+             f"iterations after {report.warmup} warm-up; {threads}",
+             f"{'layer':<{width}}  {'forward ms':>10}  {'backward ms':>11}  {'share':>6}"]
+    for r in report.layers:
+        lines.append(f"{r.name + ' (' + r.type + ')':<{width}}  {r.forward_ms:10.2f}  "
+                     f"{r.backward_ms:11.2f}  {r.total_ms / total:6.1%}")
+    for label, ms in (("clearing gradients", report.clear_ms),
+                      ("solver update", report.update_ms),
+                      ("net bookkeeping (rest)", report.overhead_ms)):
+        lines.append(f"{label:<{width}}  {ms:10.2f}  {'':>11}  {ms / total:6.1%}")
+    forward = sum(r.forward_ms for r in report.layers)
+    backward = sum(r.backward_ms for r in report.layers)
+    lines += [f"total: {report.total_ms:.1f} ms per iteration (forward {forward:.1f}, backward "
+              f"{backward:.1f}, the rest {report.total_ms - forward - backward:.1f}); median "
+              f"{report.median_ms:.1f}, min {report.min_ms:.1f}",
+              f"throughput: {report.images_per_s:,.0f} images/s, {report.gflops:.1f} GFLOP/s "
+              "achieved in the GEMMs' arithmetic (forward, weight and input gradients)",
+              f"time in GEMM {report.gemm_ms / total:.1%}, im2col/col2im "
+              f"{report.im2col_ms / total:.1%}, everything else {report.other_ms / total:.1%}"]
+    return lines
+
+
+def blas_threads() -> str:
+    """What a reader needs to compare timings: the BLAS thread setting in force."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(var):
+            return f"{var}={os.environ[var]}"
+    return f"BLAS threads: library default ({os.cpu_count()} cores)"
