@@ -24,8 +24,13 @@ def test_cifar10_quick_summary_without_data(monkeypatch, tmp_path):
     assert s.macs == 2457600 + 6553600 + 3276800 + 65536 + 640
     lines = format_summary(s)
     assert lines[0] == "CIFAR10_quick (TRAIN net, batch 100)"
-    assert lines[-1] == ("total: 145,578 parameters (0.56 MiB as float32), 12.35M MACs per "
+    assert lines[-2] == ("total: 145,578 parameters (0.56 MiB as float32), 12.35M MACs per "
                          "image forward")
+    # data + labels, conv1, pool1, conv2, pool2, conv3, pool3, ip1, ip2, loss; the in-place
+    # ReLUs add nothing.
+    values = 100 * (3072 + 1 + 32768 + 8192 + 8192 + 2048 + 4096 + 1024 + 64 + 10) + 1
+    assert s.activation_values == values
+    assert lines[-1].startswith(f"activations: {values * 4 / 2 ** 20:.1f} MiB for one batch of 100")
     assert any(l.startswith("conv1  Convolution      conv1 100x32x32x32") for l in lines)
 
 
@@ -100,3 +105,37 @@ def test_overridden_config_is_validated_and_recorded(tmp_path):
                                ["net.layer.ip2.inner_product_param.num_output=5"])
     assert next(l for l in exp.net.layers if l.name == "ip2").blocks[
         "inner_product_param"].num_output == 5
+
+
+SEED_EXAMPLE = """\
+name: seed
+net:
+  name: seed
+  layer:
+    - {name: data, type: Input, top: data, input_param: {shape: [{dim: [1, 3, 32, 32]}]}}
+    - name: conv
+      type: Convolution
+      bottom: data
+      top: conv
+      convolution_param: {num_output: 10, kernel_size: 5}
+solver: {base_lr: 0.1, max_iter: 1}
+"""
+
+
+def test_summary_command_counts_the_seed_example(tmp_path):
+    """The lecture's example: ten 5x5 filters on a 32x32x3 image have 10*(5*5*3+1) = 760
+    parameters and give 10 maps of 28x28."""
+    from tool_helpers import run
+
+    config = tmp_path / "seed.yaml"
+    config.write_text(SEED_EXAMPLE)
+    result = run("summary", config, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["train"]["params"] == 760
+    assert doc["train"]["layers"][1]["tops"] == {"conv": [1, 10, 28, 28]}
+    assert doc["train"]["macs_per_image"] == 10 * 28 * 28 * 75
+    table = run("summary", config)
+    assert "total: 760 parameters" in table.stdout
+    bad = run("summary", config, "--set", "net.layer.conv.convolution_param.kernel_size=40")
+    assert bad.exit_code == 2 and "larger than the padded input" in bad.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from cnntrain.cli import DATA_DIR, EXIT_CODES, main, run_or_exit
-from cnntrain.cli.output import JSON, QUIET, echo_json, style
+from cnntrain.cli.output import JSON, QUIET, echo_json, print_summary, style
 from cnntrain.errors import CnnTrainError
 
 # ------------------------------------------------------------------------- gradcheck
@@ -213,3 +213,26 @@ def time_command(config, iterations, warmup, batch, overrides, quiet, as_json):
     else:
         for line in format_report(report, blas_threads()):
             click.echo(line)
+
+
+
+# ------------------------------------------------------------------------- summary
+@main.command(epilog=EXIT_CODES)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Override a config field first, as in train.")
+@JSON
+def summary(config, overrides, as_json):
+    """Each layer's output shape, parameter count and forward MACs, then the totals
+    and the activation memory of one batch; no dataset is read (the same as
+    train --dry-run).
+
+    \b
+    Examples:
+      cnntrain summary configs/cifar10_quick.yaml
+      cnntrain summary configs/lenet_cifar10.yaml --set net.layer.cifar.data_param.batch_size=1
+    """
+    from cnntrain.config.overrides import load_experiment_with
+
+    exp = run_or_exit(load_experiment_with, config, overrides)
+    run_or_exit(print_summary, exp, as_json)

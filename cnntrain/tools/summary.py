@@ -37,9 +37,15 @@ class NetSummary:
     def macs(self) -> int:
         return sum(r.macs for r in self.rows)
 
+    @property
+    def activation_values(self) -> int:
+        """Values of all top blobs of one batch (an in-place top reuses its bottom's)."""
+        return sum(math.prod(shape) for r in self.rows if not r.in_place for _, shape in r.tops)
+
     def as_dict(self) -> dict:
         return {"net": self.name, "phase": self.phase, "batch": self.batch,
                 "params": self.params, "macs_per_image": self.macs,
+                "activation_values": self.activation_values,
                 "layers": [{"name": r.name, "type": r.type,
                             "tops": {t: list(s) for t, s in r.tops},
                             "params": r.params, "param_shapes": [list(s) for s in r.param_shapes],
@@ -133,4 +139,7 @@ def format_summary(summary: NetSummary) -> list[str]:
     lines += [line(row) for row in rows]
     lines.append(f"total: {summary.params:,} parameters ({summary.params * 4 / 2 ** 20:.2f} MiB "
                  f"as float32), {_count(summary.macs)} MACs per image forward")
+    mib = summary.activation_values * 4 / 2 ** 20
+    lines.append(f"activations: {mib:.1f} MiB for one batch of {summary.batch} as float32 "
+                 f"(training keeps about as much again for their gradients)")
     return lines
