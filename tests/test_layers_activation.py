@@ -114,3 +114,19 @@ def test_bad_base_names_the_field(type_name, block, base):
 def test_bad_enum_is_a_config_error():
     with pytest.raises(ConfigError, match="gelu_param.approximate"):
         make_layer("GELU", [(2, 3)], gelu_param={"approximate": "sigmoid"})
+
+
+@pytest.mark.parametrize("type_name", ["PReLU", "ELU", "GELU", "Swish", "AbsVal", "BNLL",
+                                       "Power", "Exp", "Log"])
+def test_float32_in_float32_out(type_name):
+    from cnntrain.config import parse_layer
+    from cnntrain.layers import LAYER_TYPES, BuildContext
+    from cnntrain.rng import RngStreams
+
+    spec = parse_layer({"name": "L", "type": type_name, "bottom": "x", "top": "y"}, "t", 0)
+    layer = LAYER_TYPES[type_name](spec, "TRAIN", BuildContext(RngStreams(0), np.float32))
+    layer.setup([SHAPE])
+    x = _positive(SHAPE).astype(np.float32)
+    (y,) = layer.forward([x])
+    (dx,) = layer.backward([np.ones_like(y)], [True])
+    assert y.dtype == dx.dtype == np.float32

@@ -164,6 +164,7 @@ def test_infogain_clips_log_probabilities_as_caffe():
 @pytest.mark.parametrize("setup, match", [
     ({}, "is required"),
     ({"source": "missing.npy"}, "cannot read"),
+    ({"source": "H.binaryproto"}, "numpy.save"),
 ])
 def test_infogain_source_errors_name_the_field(setup, match):
     with pytest.raises(SetupError, match=match) as err:

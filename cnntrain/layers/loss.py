@@ -208,6 +208,9 @@ class InfogainLoss(_SoftmaxCrossEntropy):
 
     def _load(self, source: str, k: int) -> np.ndarray:
         field = "infogain_loss_param.source"
+        if source.endswith(".binaryproto"):
+            raise SetupError(f"'{source}' is a Caffe binaryproto; cnntrain reads H from a .npy "
+                             "file (numpy.save)", field)
         try:
             h = np.load(source, allow_pickle=False)
         except (OSError, ValueError) as err:
