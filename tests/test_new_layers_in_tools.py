@@ -101,3 +101,14 @@ def test_caffe_prototxt_with_the_new_types_imports(tmp_path):
     assert layers["log"].blocks["log_param"].base == 10
     assert layers["hinge"].blocks["hinge_loss_param"].norm == "L2"
     assert layers["bce"].blocks["loss_param"].normalization == "VALID"
+
+
+def test_a_bad_subsampling_size_is_a_one_line_config_error():
+    from cnntrain.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        build([input_layer((1, 2, 7, 8)),
+               {"name": "s", "type": "Subsampling", "bottom": "data", "top": "s",
+                "subsampling_param": {"kernel_size": 2}}])
+    text = str(err.value)
+    assert "\n" not in text and "layer 's'" in text and "subsampling_param.kernel_size" in text
