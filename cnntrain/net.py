@@ -72,7 +72,7 @@ class Net:
         if spec.loss_weight is not None:
             weights = list(spec.loss_weight)
         else:
-            weights = [1.0 if (layer.is_loss and i == 0) else 0.0 for i in range(len(tops))]
+            weights = [layer.default_loss_weight(i) for i in range(len(tops))]
         for w, top_id in zip(weights, tops):
             if w and self.shapes[top_id] != ():
                 raise spec.error(f"loss_weight needs a scalar top, '{top_id}' has shape "
@@ -86,7 +86,7 @@ class Net:
         producer = {top: node for node in self.nodes for top in node.tops}
         for node in self.nodes:
             layer = node.layer
-            if layer.type_name not in ("SoftmaxWithLoss", "Accuracy") or len(node.bottoms) < 2:
+            if not layer.takes_class_labels or len(node.bottoms) < 2:
                 continue
             source = producer.get(node.bottoms[1])
             classes = getattr(source.layer, "num_classes", None) if source else None

@@ -94,7 +94,11 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
     },
     "loss_param": {
         "ignore_label": Field("int", None),
-        "normalization": Field("enum", "VALID", choices=("VALID", "BATCH_SIZE", "FULL", "NONE")),
+        "normalization": Field("enum", None, choices=("VALID", "BATCH_SIZE", "FULL", "NONE"),
+                               doc="default as in Caffe: BATCH_SIZE for "
+                                   "SigmoidCrossEntropyLoss, VALID for the others"),
+        "label_smoothing": Field("float", 0.0, min=0.0, max=1.0, max_exclusive=True,
+                                 doc="SoftmaxWithLoss: targets (1 - eps) one-hot + eps/K"),
     },
     "input_param": {"shape": Field("shape", REQUIRED)},
     "data_param": {
@@ -119,6 +123,69 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
         "crop_size": Field("int", 0, min=0),
         "mean_value": Field("floats", None),
         "mean_image": Field("bool", False, doc="subtract the training split's per-pixel mean"),
+    },
+    # --- activations, losses, and the layers of Bouvrie's "Notes on CNNs" -------------
+    "prelu_param": {
+        "filler": Field("filler", {"type": "constant", "value": 0.25}),
+        "channel_shared": Field("bool", False, doc="one slope for all channels"),
+    },
+    "elu_param": {"alpha": Field("float", 1.0)},
+    "gelu_param": {
+        "approximate": Field("enum", "none", choices=("none", "tanh"),
+                             doc="none: x Phi(x) exactly; tanh: the tanh approximation"),
+    },
+    "swish_param": {"beta": Field("float", 1.0)},
+    "power_param": {
+        "power": Field("float", 1.0),
+        "scale": Field("float", 1.0),
+        "shift": Field("float", 0.0),
+    },
+    "exp_param": {
+        "base": Field("float", -1.0, doc="> 0, or -1 for e"),
+        "scale": Field("float", 1.0),
+        "shift": Field("float", 0.0),
+    },
+    "log_param": {
+        "base": Field("float", -1.0, doc="> 0 and != 1, or -1 for e"),
+        "scale": Field("float", 1.0),
+        "shift": Field("float", 0.0),
+    },
+    "hinge_loss_param": {"norm": Field("enum", "L1", choices=("L1", "L2"))},
+    "infogain_loss_param": {
+        "source": Field("str", None, doc="a .npy file holding the K x K matrix H "
+                                         "(or give H as a third bottom)"),
+        "axis": Field("int", 1),
+    },
+    "subsampling_param": {
+        "kernel_size": Field("ints", None, min=1),
+        "kernel_h": Field("int", None, min=1),
+        "kernel_w": Field("int", None, min=1),
+        "method": Field("enum", "SUM", choices=("SUM", "MEAN"),
+                        doc="down(x): the sum (Bouvrie's notes) or the mean of each block"),
+        "bias_term": Field("bool", True),
+        "scale_filler": Field("filler", {"type": "constant", "value": 1.0}),
+        "bias_filler": _filler("constant"),
+        "activation": Field("enum", "NONE", choices=("NONE", "SIGMOID", "TANH")),
+    },
+    "map_combination_param": {
+        "num_output": Field("int", REQUIRED, min=1),
+        "bias_term": Field("bool", True),
+        "kernel_size": Field("ints", None, min=1),
+        "kernel_h": Field("int", None, min=1),
+        "kernel_w": Field("int", None, min=1),
+        "stride": Field("ints", None, min=1),
+        "stride_h": Field("int", None, min=1),
+        "stride_w": Field("int", None, min=1),
+        "pad": Field("ints", None, min=0),
+        "pad_h": Field("int", None, min=0),
+        "pad_w": Field("int", None, min=0),
+        "weight_filler": _filler("xavier"),
+        "bias_filler": _filler("constant"),
+        "combination_filler": _filler("constant"),
+        "sparsity": Field("float", 0.0, min=0.0, doc="lambda of the penalty on alpha"),
+        "sparsity_type": Field("enum", "L1", choices=("L1", "ENTROPY"),
+                               doc="L1: Bouvrie's lambda sum |alpha| (a constant under the "
+                                   "softmax); ENTROPY: lambda sum_j H(alpha_.j)"),
     },
 }
 

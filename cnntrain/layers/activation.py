@@ -1,9 +1,23 @@
 """Element-wise activations and Dropout."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from cnntrain.layers.base import Layer, register
+from cnntrain.layers.base import Layer, SetupError, register
+from cnntrain.layers.special import normal_cdf, normal_pdf
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), split by sign so exp never overflows; keeps x's dtype."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def log1p_exp(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
 class _Elementwise(Layer):
@@ -42,10 +56,7 @@ class Sigmoid(_Elementwise):
     in_place_ok = True
 
     def forward(self, bottom):
-        (x,) = bottom
-        # Split by sign so exp never overflows.
-        e = np.exp(-np.abs(x))
-        self.y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        self.y = sigmoid(bottom[0])
         return [self.y]
 
     def grad(self, dy):
@@ -72,15 +83,15 @@ class Softplus(_Elementwise):
 
     def forward(self, bottom):
         (x,) = bottom
-        self.beta = x.dtype.type(self.param("softplus_param").beta)
+        self.beta = x.dtype.type(self._beta())
         self.x = x
-        bx = self.beta * x
-        return [(np.maximum(bx, 0) + np.log1p(np.exp(-np.abs(bx)))) / self.beta]
+        return [log1p_exp(self.beta * x) / self.beta]
+
+    def _beta(self) -> float:
+        return self.param("softplus_param").beta
 
     def grad(self, dy):
-        bx = self.beta * self.x
-        e = np.exp(-np.abs(bx))
-        return dy * np.where(bx >= 0, 1 / (1 + e), e / (1 + e))
+        return dy * sigmoid(self.beta * self.x)
 
 
 @register("Dropout")
@@ -103,3 +114,217 @@ class Dropout(_Elementwise):
 
     def grad(self, dy):
         return dy if self.mask is None else dy * self.mask
+
+
+@register("PReLU")
+class PReLU(_Elementwise):
+    """``max(x, 0) + a_c * min(x, 0)`` with a learned slope per channel (axis 1), or
+    one for all channels with ``channel_shared``. Caffe fills the slopes with constant
+    0.25 by default. Safe in place: backward uses the negative part kept by forward."""
+
+    param_blocks = ("prelu_param",)
+    in_place_ok = True
+
+    def setup(self, bottom_shapes):
+        (shape,) = bottom_shapes
+        if len(shape) < 2:
+            raise SetupError(f"needs a bottom with a channel axis (N, C, ...), got {shape}",
+                             "bottom")
+        p = self.param("prelu_param")
+        self.shared_slope = p.channel_shared
+        channels = 1 if p.channel_shared else shape[1]
+        self.blobs = [self.make_param((channels,), p.filler, 0, channels, channels)]
+        return [tuple(shape)]
+
+    def _slope(self, ndim: int) -> np.ndarray:
+        a = self.blobs[0].data
+        return a.reshape((1,) + a.shape + (1,) * (ndim - 2)) if not self.shared_slope else a
+
+    def forward(self, bottom):
+        (x,) = bottom
+        self.positive = x > 0
+        self.negative_part = np.minimum(x, 0)
+        return [np.where(self.positive, x, 0) + self._slope(x.ndim) * self.negative_part]
+
+    def backward(self, top_diff, propagate_down):
+        (dy,) = top_diff
+        contribution = dy * self.negative_part
+        axes = tuple(i for i in range(dy.ndim) if self.shared_slope or i != 1)
+        self.blobs[0].diff += contribution.sum(axis=axes).reshape(self.blobs[0].diff.shape)
+        if not propagate_down[0]:
+            return [None]
+        return [np.where(self.positive, dy, dy * self._slope(dy.ndim))]
+
+
+@register("ELU")
+class ELU(_Elementwise):
+    """``x`` for x > 0, else ``alpha (exp(x) - 1)``; safe in place (backward reads y:
+    dy/dx = y + alpha where x <= 0)."""
+
+    param_blocks = ("elu_param",)
+    in_place_ok = True
+
+    def forward(self, bottom):
+        (x,) = bottom
+        self.alpha = x.dtype.type(self.param("elu_param").alpha)
+        self.positive = x > 0
+        self.y = np.where(self.positive, x, self.alpha * np.expm1(np.minimum(x, 0)))
+        return [self.y]
+
+    def grad(self, dy):
+        return np.where(self.positive, dy, dy * (self.y + self.alpha))
+
+
+@register("GELU")
+class GELU(_Elementwise):
+    """``x Phi(x)`` with Phi the standard normal CDF (exact, through an erfc accurate to
+    6e-9 relative, see :mod:`cnntrain.layers.special`); ``approximate: tanh`` uses
+    ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` instead, as BERT and GPT-2 did."""
+
+    param_blocks = ("gelu_param",)
+    TANH_C = math.sqrt(2.0 / math.pi)
+
+    def forward(self, bottom):
+        (x,) = bottom
+        self.x = x
+        self.tanh = self.param("gelu_param").approximate == "tanh"
+        if self.tanh:
+            self.t = np.tanh(self.TANH_C * (x + 0.044715 * x ** 3))
+            return [0.5 * x * (1 + self.t)]
+        return [(x * normal_cdf(x)).astype(x.dtype, copy=False)]
+
+    def grad(self, dy):
+        x = self.x
+        if self.tanh:
+            inner = self.TANH_C * (1 + 3 * 0.044715 * x * x)
+            return dy * (0.5 * (1 + self.t) + 0.5 * x * (1 - self.t * self.t) * inner)
+        return dy * (normal_cdf(x) + x * normal_pdf(x)).astype(x.dtype, copy=False)
+
+
+@register("Swish")
+class Swish(_Elementwise):
+    """``x sigmoid(beta x)`` (SiLU for beta 1); safe in place: backward reads y and
+    the sigmoid, ``dy/dx = beta y + s (1 - beta y)``."""
+
+    param_blocks = ("swish_param",)
+    in_place_ok = True
+
+    def forward(self, bottom):
+        (x,) = bottom
+        self.beta = x.dtype.type(self.param("swish_param").beta)
+        self.s = sigmoid(self.beta * x)
+        self.y = x * self.s
+        return [self.y]
+
+    def grad(self, dy):
+        by = self.beta * self.y
+        return dy * (by + self.s * (1 - by))
+
+
+@register("AbsVal")
+class AbsVal(_Elementwise):
+    """``|x|``, gradient ``sign(x)`` (0 at 0). Caffe refuses to run it in place; here
+    it is safe, as backward reads only the sign kept by forward."""
+
+    in_place_ok = True
+
+    def forward(self, bottom):
+        (x,) = bottom
+        self.sign = np.sign(x)
+        return [np.abs(x)]
+
+    def grad(self, dy):
+        return dy * self.sign
+
+
+@register("BNLL")
+class BNLL(Softplus):
+    """Caffe's "binomial normal log likelihood" ``log(1 + exp(x))``: Softplus with beta 1."""
+
+    param_blocks = ()
+
+    def _beta(self) -> float:
+        return 1.0
+
+
+@register("Power")
+class Power(_Elementwise):
+    """``(shift + scale x)^power``. Where the base is negative and the power is not an
+    integer the result is NaN, as in Caffe: keep such a layer's inputs in its domain."""
+
+    param_blocks = ("power_param",)
+
+    def forward(self, bottom):
+        (x,) = bottom
+        p = self.param("power_param")
+        self.power, self.scale = p.power, p.scale
+        self.base = p.shift + p.scale * x
+        if self.power == 0:
+            return [np.ones_like(x)]
+        return [self.base ** x.dtype.type(self.power) if self.power != 1 else self.base]
+
+    def grad(self, dy):
+        if self.power == 0:
+            return np.zeros_like(dy)
+        factor = self.power * self.scale
+        if self.power == 1:
+            return dy * dy.dtype.type(factor)
+        return dy * (dy.dtype.type(factor) * self.base ** dy.dtype.type(self.power - 1))
+
+
+def _log_base(block, name: str, what: str) -> float:
+    """ln(base) for Exp/Log (base -1 means e); Caffe's rule: base > 0 or -1."""
+    base = block.base
+    if base == -1:
+        return 1.0
+    if base <= 0 or (what == "Log" and base == 1):
+        allowed = "> 0 and != 1" if what == "Log" else "> 0"
+        raise SetupError(f"must be {allowed}, or -1 for e; got {base:g}", f"{name}.base")
+    return math.log(base)
+
+
+@register("Exp")
+class Exp(_Elementwise):
+    """``base^(shift + scale x)`` (base -1: e); safe in place: dy/dx = ln(base) scale y."""
+
+    param_blocks = ("exp_param",)
+    in_place_ok = True
+
+    def setup(self, bottom_shapes):
+        p = self.param("exp_param")
+        ln_base = _log_base(p, "exp_param", "Exp")
+        self.inner = ln_base * p.scale
+        self.outer = math.exp(ln_base * p.shift)
+        return super().setup(bottom_shapes)
+
+    def forward(self, bottom):
+        (x,) = bottom
+        self.y = np.exp(x * x.dtype.type(self.inner))
+        if self.outer != 1:
+            self.y *= x.dtype.type(self.outer)
+        return [self.y]
+
+    def grad(self, dy):
+        return dy * self.y * dy.dtype.type(self.inner)
+
+
+@register("Log")
+class Log(_Elementwise):
+    """``log_base(shift + scale x)`` (base -1: e); inputs must keep shift + scale x > 0."""
+
+    param_blocks = ("log_param",)
+
+    def setup(self, bottom_shapes):
+        p = self.param("log_param")
+        self.base_scale = 1.0 / _log_base(p, "log_param", "Log")
+        self.scale, self.shift = p.scale, p.shift
+        return super().setup(bottom_shapes)
+
+    def forward(self, bottom):
+        (x,) = bottom
+        t = x.dtype.type
+        self.inside = x * t(self.scale) + t(self.shift)
+        return [np.log(self.inside) * t(self.base_scale)]
+
+    def grad(self, dy):
+        return dy * dy.dtype.type(self.scale * self.base_scale) / self.inside

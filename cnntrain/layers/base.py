@@ -63,6 +63,8 @@ class Layer:
     num_top: ClassVar[tuple[int, int]] = (1, 1)
     is_loss: ClassVar[bool] = False                   # has a default loss_weight of 1
     in_place_ok: ClassVar[bool] = False               # may write its top over its bottom
+    takes_class_labels: ClassVar[bool] = False        # bottoms: scores (classes on
+                                                      # ``self.axis``), class labels
 
     def __init__(self, spec: "LayerSpec", phase: str, ctx: BuildContext):
         self.spec = spec
@@ -73,6 +75,11 @@ class Layer:
         self.dtype = np.dtype(ctx.dtype)
         self.blobs: list[Param] = []
         self.shared: dict[str, Param] = {}   # the net's parameters by key (set by the net)
+
+    def default_loss_weight(self, top_index: int) -> float:
+        """The weight of top ``top_index`` in the loss when ``loss_weight`` is not given:
+        1 for a loss layer's first top (Caffe's rule), else 0."""
+        return 1.0 if (self.is_loss and top_index == 0) else 0.0
 
     def param(self, block: str) -> Any:
         """The validated ``*_param`` block (attribute access, defaults filled in)."""

@@ -1,9 +1,12 @@
 """Softmax, the losses, and Accuracy."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cnntrain.errors import TrainingError
+from cnntrain.layers.activation import sigmoid
 from cnntrain.layers.base import Layer, SetupError, register
 from cnntrain.layers.inner_product import canonical_axis
 
@@ -28,9 +31,13 @@ def _check_label_shape(layer: Layer, scores: tuple, labels: tuple, axis: int) ->
                          f"(expected {want})", "bottom")
 
 
+def _valid(lab: np.ndarray, ignore: int | None) -> np.ndarray:
+    return lab != ignore if ignore is not None else np.ones(lab.shape, bool)
+
+
 def _labels(layer: Layer, label: np.ndarray, classes: int, ignore: int | None) -> np.ndarray:
     lab = label.reshape(-1).astype(np.int64)
-    valid = lab != ignore if ignore is not None else np.ones(lab.shape, bool)
+    valid = _valid(lab, ignore)
     bad = valid & ((lab < 0) | (lab >= classes))
     if bad.any():
         raise TrainingError(f"layer '{layer.name}': label {int(lab[bad][0])} is outside 0..{classes - 1}"
@@ -58,55 +65,248 @@ class Softmax(Layer):
         return [self.y * (dy - (dy * self.y).sum(axis=self.axis, keepdims=True))]
 
 
-@register("SoftmaxWithLoss")
-class SoftmaxWithLoss(Layer):
-    """Softmax + multinomial logistic loss in one step (stable: log-sum-exp)."""
+def loss_normalizer(mode: str, outer: int, inner: int, valid: int) -> float:
+    """Caffe's divisor of a summed loss: FULL (every position), VALID (those not
+    ignored), BATCH_SIZE (the outer count) or NONE; at least 1, so a batch whose labels
+    are all ignored gives 0 rather than NaN."""
+    value = {"FULL": outer * inner, "VALID": valid, "BATCH_SIZE": outer, "NONE": 1}[mode]
+    return max(1.0, float(value))
 
-    param_blocks = ("softmax_param", "loss_param")
+
+def loss_options(layer: Layer, default_normalization: str,
+                 smoothing: bool = False) -> tuple[int | None, str, float]:
+    """(ignore_label, normalization, label_smoothing) of a layer's ``loss_param``; the
+    normalization default differs by layer in Caffe, hence the argument."""
+    p = layer.param("loss_param")
+    if p.label_smoothing and not smoothing:
+        raise SetupError(f"{layer.type_name} has no label smoothing (SoftmaxWithLoss has)",
+                         "loss_param.label_smoothing")
+    return p.ignore_label, p.normalization or default_normalization, p.label_smoothing
+
+
+class _SoftmaxCrossEntropy(Layer):
+    """Softmax over ``axis``, then cross-entropy against a target row per position:
+    ``loss = -sum_k T[n, k] log p[n, k] / normalizer`` with ``T[n] = targets(label_n)``,
+    and ``d loss / d x[n] = p[n] * sum_k T[n, k] - T[n]`` (times 1/normalizer).
+    Log-probabilities come from log-sum-exp, so huge scores are no problem; an
+    optional second top holds the probabilities (and, unlike in Caffe, passes its
+    gradient back). Subclasses give the targets."""
+
     num_bottom = (2, 2)
     num_top = (1, 2)
     is_loss = True
+    takes_class_labels = True
+    axis_field = "softmax_param.axis"
+    log_floor: float | None = None     # clip log p from below (InfogainLoss, as Caffe)
 
     def setup(self, bottom_shapes):
-        scores, labels = bottom_shapes
-        self.axis = canonical_axis(self.param("softmax_param").axis, len(scores),
-                                   "softmax_param.axis")
+        scores, labels = bottom_shapes[:2]
+        block, field = self.axis_field.split(".")
+        self.axis = canonical_axis(self.param(block).axis, len(scores), self.axis_field)
         _check_label_shape(self, scores, labels, self.axis)
-        self.ignore = self.param("loss_param").ignore_label
-        self.normalization = self.param("loss_param").normalization
+        self.classes = scores[self.axis]
+        self.outer = math.prod(scores[:self.axis])
+        self.inner = math.prod(scores[self.axis + 1:])
         return [()] + ([tuple(scores)] if len(self.spec.top) > 1 else [])
 
+    def targets(self, lab: np.ndarray, bottom) -> np.ndarray:
+        """(M, K) target rows for labels ``lab`` (ignored positions hold label 0)."""
+        raise NotImplementedError
+
     def forward(self, bottom):
-        x, label = bottom
+        x, label = bottom[:2]
         rows = _as_rows(x, self.axis)
         shifted = rows - rows.max(axis=1, keepdims=True)
-        log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        logp = shifted - log_z
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         lab = _labels(self, label, rows.shape[1], self.ignore)
-        valid = lab != self.ignore if self.ignore is not None else np.ones(lab.shape, bool)
-        picked = logp[np.arange(len(lab)), np.where(valid, lab, 0)]
-        self.norm = self._normalizer(x, int(valid.sum()))
-        self.prob, self.lab, self.valid, self.x_shape = np.exp(logp), lab, valid, x.shape
-        loss = np.asarray(-(picked * valid).sum() / self.norm, dtype=x.dtype)
+        valid = _valid(lab, self.ignore)
+        target = self.targets(np.where(valid, lab, 0), bottom).astype(x.dtype, copy=False)
+        target *= valid[:, None]
+        self.norm = loss_normalizer(self.normalization, self.outer, self.inner,
+                                    int(valid.sum()))
+        self.prob, self.target, self.x_shape = np.exp(logp), target, x.shape
+        if self.log_floor is not None:
+            logp = np.maximum(logp, self.log_floor)
+        loss = np.asarray(-(target * logp).sum() / self.norm, dtype=x.dtype)
         tops = [loss]
         if len(self.spec.top) > 1:
-            tops.append(np.moveaxis(self.prob.reshape(np.moveaxis(x, self.axis, -1).shape),
-                                    -1, self.axis))
+            tops.append(self._unrows(self.prob))
         return tops
 
-    def _normalizer(self, x: np.ndarray, valid: int) -> float:
-        outer = x.size // x.shape[self.axis]
-        return {"VALID": max(valid, 1), "BATCH_SIZE": x.shape[0], "FULL": outer,
-                "NONE": 1}[self.normalization]
+    def _unrows(self, rows: np.ndarray) -> np.ndarray:
+        moved = np.moveaxis(np.empty(self.x_shape, rows.dtype), self.axis, -1).shape
+        return np.moveaxis(rows.reshape(moved), -1, self.axis)
+
+    def backward(self, top_diff, propagate_down):
+        nones = [None] * (len(propagate_down) - 1)
+        if not propagate_down[0]:
+            return [None] + nones
+        grad = self.prob * self.target.sum(axis=1, keepdims=True) - self.target
+        grad *= grad.dtype.type(top_diff[0] / self.norm)
+        if len(top_diff) > 1 and np.any(top_diff[1]):
+            # Caffe ignores the probabilities' gradient; it is the softmax's backward.
+            dp = _as_rows(top_diff[1], self.axis)
+            grad += self.prob * (dp - (dp * self.prob).sum(axis=1, keepdims=True))
+        return [self._unrows(grad)] + nones
+
+
+@register("SoftmaxWithLoss")
+class SoftmaxWithLoss(_SoftmaxCrossEntropy):
+    """Softmax + multinomial logistic loss in one step (stable: log-sum-exp).
+
+    ``loss_param.label_smoothing: eps`` replaces the one-hot target by
+    ``(1 - eps) one-hot + eps/K`` (Szegedy et al. 2016, "Rethinking the Inception
+    architecture"); the gradient is then ``p - target``.
+    """
+
+    param_blocks = ("softmax_param", "loss_param")
+
+    def setup(self, bottom_shapes):
+        self.ignore, self.normalization, self.smoothing = loss_options(self, "VALID", True)
+        return super().setup(bottom_shapes)
+
+    def targets(self, lab, bottom):
+        k = self.classes
+        rows = np.full((len(lab), k), self.smoothing / k)
+        rows[np.arange(len(lab)), lab] += 1.0 - self.smoothing
+        return rows
+
+
+@register("InfogainLoss")
+class InfogainLoss(_SoftmaxCrossEntropy):
+    """Caffe's InfogainLoss: ``-sum_k H[l, k] log p_k`` per position, ``p`` the softmax
+    of the scores over ``infogain_loss_param.axis`` (Caffe 1.0 applies the softmax
+    inside the layer; before, it took probabilities). H (K x K) comes from
+    ``infogain_loss_param.source`` (a .npy file) or a third bottom. As in Caffe, log p
+    is clipped at log(1e-20) in the loss (the gradient is that of the unclipped loss),
+    and H = identity gives SoftmaxWithLoss exactly."""
+
+    param_blocks = ("infogain_loss_param", "loss_param")
+    num_bottom = (2, 3)
+    axis_field = "infogain_loss_param.axis"
+    log_floor = math.log(1e-20)
+
+    def setup(self, bottom_shapes):
+        self.ignore, self.normalization, _ = loss_options(self, "VALID")
+        tops = super().setup(bottom_shapes)
+        k = self.classes
+        source = self.param("infogain_loss_param").source
+        if len(bottom_shapes) == 3:
+            if source is not None:
+                raise SetupError("give H either as the third bottom or as source, not both",
+                                 "infogain_loss_param.source")
+            if math.prod(bottom_shapes[2]) != k * k:
+                raise SetupError(f"the third bottom (H) has shape {tuple(bottom_shapes[2])}: "
+                                 f"it needs {k}x{k} values for {k} classes", "bottom")
+            self.h = None
+        elif source is None:
+            raise SetupError("is required (a .npy file of the K x K matrix H), unless H is "
+                             "the third bottom", "infogain_loss_param.source")
+        else:
+            self.h = self._load(source, k)
+        return tops
+
+    def _load(self, source: str, k: int) -> np.ndarray:
+        field = "infogain_loss_param.source"
+        if source.endswith(".binaryproto"):
+            raise SetupError(f"'{source}' is a Caffe binaryproto; cnntrain reads H from a .npy "
+                             "file (numpy.save)", field)
+        try:
+            h = np.load(source, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise SetupError(f"cannot read '{source}' as a .npy file: {err}", field) from None
+        if h.shape != (k, k):
+            raise SetupError(f"'{source}' holds an array of shape {h.shape}; the scores have "
+                             f"{k} classes, so H must be {k}x{k}", field)
+        if not np.all(np.isfinite(h)):
+            raise SetupError(f"'{source}' holds values that are not finite", field)
+        return h.astype(self.dtype)
+
+    def targets(self, lab, bottom):
+        h = self.h if self.h is not None else bottom[2].reshape(self.classes, self.classes)
+        return h[lab]
+
+
+@register("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLoss(Layer):
+    """Cross-entropy of targets t in [0, 1] against sigmoid(x), element by element:
+    ``max(x, 0) - x t + log(1 + exp(-|x|))`` (no overflow for any x); gradient
+    ``sigmoid(x) - t``. As in Caffe, ``loss_param.normalization`` defaults to
+    BATCH_SIZE here, and targets equal to ``ignore_label`` count for nothing (compared
+    exactly, where Caffe truncates the target to an integer first)."""
+
+    param_blocks = ("loss_param",)
+    num_bottom = (2, 2)
+    is_loss = True
+
+    def setup(self, bottom_shapes):
+        scores, targets = bottom_shapes
+        if math.prod(scores) != math.prod(targets) or scores[0] != targets[0]:
+            raise SetupError(f"scores {tuple(scores)} and targets {tuple(targets)} must have "
+                             "the same number of values", "bottom")
+        self.ignore, self.normalization, _ = loss_options(self, "BATCH_SIZE")
+        self.outer, self.inner = scores[0], math.prod(scores[1:])
+        return [()]
+
+    def forward(self, bottom):
+        x, t = bottom
+        t = t.reshape(x.shape)
+        valid = _valid(t, self.ignore)
+        self.norm = loss_normalizer(self.normalization, self.outer, self.inner,
+                                    int(valid.sum()))
+        per = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+        self.grad = (sigmoid(x) - t) * valid
+        self.t_shape = bottom[1].shape
+        return [np.asarray((per * valid).sum() / self.norm, dtype=x.dtype)]
 
     def backward(self, top_diff, propagate_down):
         if not propagate_down[0]:
             return [None, None]
-        grad = self.prob.copy()
-        grad[np.arange(len(self.lab)), np.where(self.valid, self.lab, 0)] -= 1
-        grad *= (self.valid / self.norm * top_diff[0]).astype(grad.dtype)[:, None]
-        moved = np.moveaxis(np.empty(self.x_shape, grad.dtype), self.axis, -1).shape
-        return [np.moveaxis(grad.reshape(moved), -1, self.axis), None]
+        return [self.grad * self.grad.dtype.type(top_diff[0] / self.norm), None]
+
+
+@register("HingeLoss")
+class HingeLoss(Layer):
+    """One-vs-all hinge loss, as Caffe: per image and class k, ``max(0, 1 - t_k x_k)``
+    with t_k = +1 for the true class and -1 otherwise; L1 sums these, L2 their squares;
+    divided by the batch size. Scores are (N, ...) with everything after N the classes."""
+
+    param_blocks = ("hinge_loss_param",)
+    num_bottom = (2, 2)
+    is_loss = True
+    takes_class_labels = True
+
+    def setup(self, bottom_shapes):
+        scores, labels = bottom_shapes
+        self.axis = 1
+        self.n, self.classes = scores[0], math.prod(scores[1:])
+        if math.prod(labels) != self.n:
+            raise SetupError(f"needs one label per image: scores {tuple(scores)}, labels "
+                             f"{tuple(labels)}", "bottom")
+        self.l2 = self.param("hinge_loss_param").norm == "L2"
+        return [()]
+
+    def forward(self, bottom):
+        x, label = bottom
+        rows = x.reshape(self.n, -1)
+        lab = _labels(self, label, self.classes, None)
+        sign = np.ones_like(rows)
+        sign[np.arange(self.n), lab] = -1
+        margin = np.maximum(0, 1 + sign * rows)
+        self.x_shape = x.shape
+        if self.l2:
+            self.dloss = 2 * sign * margin
+            loss = (margin * margin).sum()
+        else:
+            self.dloss = sign * (margin > 0)
+            loss = margin.sum()
+        return [np.asarray(loss / self.n, dtype=x.dtype)]
+
+    def backward(self, top_diff, propagate_down):
+        if not propagate_down[0]:
+            return [None, None]
+        scale = self.dloss.dtype.type(top_diff[0] / self.n)
+        return [(self.dloss * scale).reshape(self.x_shape), None]
 
 
 @register("EuclideanLoss")
@@ -142,6 +342,7 @@ class Accuracy(Layer):
     param_blocks = ("accuracy_param",)
     num_bottom = (2, 2)
     num_top = (1, 2)
+    takes_class_labels = True
 
     def setup(self, bottom_shapes):
         scores, labels = bottom_shapes
@@ -159,7 +360,7 @@ class Accuracy(Layer):
         x, label = bottom
         rows = _as_rows(x, self.axis)
         lab = _labels(self, label, self.classes, self.ignore)
-        valid = lab != self.ignore if self.ignore is not None else np.ones(lab.shape, bool)
+        valid = _valid(lab, self.ignore)
         target = rows[np.arange(len(lab)), np.where(valid, lab, 0)]
         # Correct when fewer than k classes score strictly higher than the label (Caffe's rule).
         higher = (rows > target[:, None]).sum(axis=1)

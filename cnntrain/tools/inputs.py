@@ -96,7 +96,7 @@ def label_blobs(net) -> dict[str, int]:
     channel count of the scores they are compared with)."""
     labels: dict[str, int] = {}
     for node in net.nodes:
-        if node.layer.type_name in ("SoftmaxWithLoss", "Accuracy"):
+        if node.layer.takes_class_labels:
             classes = net.shapes[node.bottoms[0]][node.layer.axis]
             labels[node.bottoms[1]] = min(classes, labels.get(node.bottoms[1], classes))
     return labels

@@ -53,10 +53,10 @@ class NetSummary:
 
 
 def forward_macs(layer, bottom_shapes, top_shapes) -> int:
-    """Multiply-accumulates of one forward per image: Convolution and InnerProduct
-    (the GEMMs); other layers count 0."""
+    """Multiply-accumulates of one forward per image: Convolution, MapCombination (one
+    convolution with effective weights) and InnerProduct (the GEMMs); others count 0."""
     kind = layer.type_name
-    if kind == "Convolution":
+    if kind in ("Convolution", "MapCombination"):
         n, cout, ho, wo = top_shapes[0]
         cin = bottom_shapes[0][1]
         return cout * ho * wo * (cin // layer.group) * layer.kh * layer.kw
