@@ -32,3 +32,33 @@ class Param:
 
     def __repr__(self) -> str:
         return f"Param({self.name}, shape={self.data.shape})"
+
+
+class Statistic(Param):
+    """An array a layer *accumulates* rather than learns (BatchNorm's running mean and
+    variance): kept with the parameters, so snapshots save it and the TEST net shares
+    it by key, but its ``lr_mult`` and ``decay_mult`` are 0 for good. Solvers skip
+    parameters with ``lr_mult == 0``, so no config can make one update it."""
+
+    __slots__ = ()
+
+    def __init__(self, data: np.ndarray, name: str = ""):
+        super().__init__(data, lr_mult=0.0, decay_mult=0.0, name=name)
+
+    @property
+    def lr_mult(self) -> float:
+        return 0.0
+
+    @lr_mult.setter
+    def lr_mult(self, value: float) -> None:
+        if value:
+            raise ValueError(f"{self.name}: a running statistic cannot have lr_mult {value}")
+
+    @property
+    def decay_mult(self) -> float:
+        return 0.0
+
+    @decay_mult.setter
+    def decay_mult(self, value: float) -> None:
+        if value:
+            raise ValueError(f"{self.name}: a running statistic cannot have decay_mult {value}")

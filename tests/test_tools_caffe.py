@@ -611,32 +611,57 @@ def test_imported_cifar10_quick_trains_exactly_like_the_shipped_config(quick_fil
     assert not np.array_equal(final_a[("conv1", 0)], init_a[("conv1", 0)])  # it did train
 
 
-def test_cifar10_full_lists_lrn_and_fails_unless_skipped(tmp_path):
+def cifar10_full_files(tmp_path, net_text=CIFAR10_FULL):
     net = tmp_path / "cifar10_full_train_test.prototxt"
     solver = tmp_path / "cifar10_full_solver.prototxt"
-    net.write_text(CIFAR10_FULL)
+    net.write_text(net_text)
     solver.write_text(CIFAR10_FULL_SOLVER)
+    return net, solver
+
+
+def test_cifar10_full_imports_with_its_lrn_layers(tmp_path):
+    net, solver = cifar10_full_files(tmp_path)
+    out = tmp_path / "full.yaml"
+    result = run("import-prototxt", net, solver, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert "NOT IMPORTED" not in out.read_text()
+    exp = load_experiment(out)
+    norm1 = next(l for l in exp.net.layers if l.name == "norm1")
+    assert norm1.type == "LRN" and norm1.bottom == ("pool1",)
+    assert dict(norm1.blocks["lrn_param"]) == {"local_size": 3, "alpha": 5e-05, "beta": 0.75,
+                                               "k": 1.0, "norm_region": "WITHIN_CHANNEL"}
+    conv2 = next(l for l in exp.net.layers if l.name == "conv2")
+    assert conv2.bottom == ("norm1",)
+    ip1 = next(l for l in exp.net.layers if l.name == "ip1")
+    assert [p.decay_mult for p in ip1.param_specs] == [250, 0]
+    assert exp.solver.max_iter == 60000 and exp.solver.display == 200
+    shown = run("train", out, "--dry-run")
+    assert shown.exit_code == 0, shown.output
+    assert "norm2" in shown.output and "LRN" in shown.output
+
+
+def test_unsupported_layer_types_are_listed_and_fail_unless_skipped(tmp_path):
+    # Python layers run user code inside Caffe: cnntrain will never have them.
+    net, solver = cifar10_full_files(tmp_path, CIFAR10_FULL.replace('type: "LRN"',
+                                                                    'type: "Python"'))
     out = tmp_path / "full.yaml"
     failed = run("import-prototxt", net, solver, "-o", out)
     assert failed.exit_code == 2 and not out.exists()
     lines = failed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "LRN" in lines[0] and "norm1" in lines[0] and "norm2" in lines[0]
+    assert len(lines) == 1 and "Python" in lines[0] and "norm1" in lines[0] and "norm2" in lines[0]
     assert "--skip-unsupported" in lines[0] and "Traceback" not in failed.output
 
     skipped = run("import-prototxt", net, solver, "-o", out, "--skip-unsupported")
     assert skipped.exit_code == 0, skipped.stderr
-    assert "not imported: " in skipped.stderr and "type LRN" in skipped.stderr
+    assert "not imported: " in skipped.stderr and "type Python" in skipped.stderr
     text = out.read_text()
     head = text.split("\nname:")[0]
-    assert "NOT IMPORTED" in head and "layer 'norm1': type LRN" in head
-    assert "layer 'norm2': type LRN" in head
+    assert "NOT IMPORTED" in head and "layer 'norm1': type Python" in head
+    assert "layer 'norm2': type Python" in head
     exp = load_experiment(out)
     conv2 = next(l for l in exp.net.layers if l.name == "conv2")
     conv3 = next(l for l in exp.net.layers if l.name == "conv3")
-    assert conv2.bottom == ("pool1",) and conv3.bottom == ("pool2",)  # LRN bypassed
-    ip1 = next(l for l in exp.net.layers if l.name == "ip1")
-    assert [p.decay_mult for p in ip1.param_specs] == [250, 0]
-    assert exp.solver.max_iter == 60000 and exp.solver.display == 200
+    assert conv2.bottom == ("pool1",) and conv3.bottom == ("pool2",)  # bypassed
 
 
 def test_v1_layers_syntax_is_named_in_the_error(tmp_path):
