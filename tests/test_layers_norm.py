@@ -238,6 +238,32 @@ def test_bias(shapes, params, axis):
     assert_gradients(layer, xs)
 
 
+@pytest.mark.parametrize("type_name, block", [
+    ("Scale", {"scale_param": {"bias_term": True}}), ("Bias", {}), ("BatchNorm", {}),
+    ("Scale", {"scale_param": {"num_axes": 0}}),
+])
+def test_a_smaller_last_batch_passes_through(type_name, block):
+    """The TEST set's last batch may be smaller than the one the net was set up with."""
+    layer, _ = make_layer(type_name, [(4, 3, 2)], **block)
+    for n in (4, 2):
+        x = RNG.standard_normal((n, 3, 2))
+        (y,) = layer.forward([x])
+        (dx,) = layer.backward([np.ones_like(y)], [True])
+        assert y.shape == dx.shape == x.shape
+
+
+@pytest.mark.parametrize("type_name", ["Scale", "Bias"])
+def test_a_second_bottom_along_the_batch_axis_follows_the_batch(type_name):
+    key = "scale_param" if type_name == "Scale" else "bias_param"
+    layer, _ = make_layer(type_name, [(4, 3, 2), (4, 3)], **{key: {"axis": 0}})
+    x, s = RNG.standard_normal((2, 3, 2)), RNG.standard_normal((2, 3))
+    (y,) = layer.forward([x, s])
+    expected = x * s[:, :, None] if type_name == "Scale" else x + s[:, :, None]
+    np.testing.assert_allclose(y, expected)
+    dx, ds = layer.backward([np.ones_like(y)], [True, True])
+    assert dx.shape == x.shape and ds.shape == s.shape
+
+
 @pytest.mark.parametrize("type_name, shapes, block, field, words", [
     ("Scale", [(2, 3, 4), (4,)], {}, "scale_param.axis", "does not match"),
     ("Scale", [(2, 3, 4)], {"axis": 2, "num_axes": 2}, "scale_param.num_axes", "extends past"),

@@ -119,8 +119,8 @@ class _AxisOperand(Layer):
     block: ClassVar[str]
 
     def operand_shape(self, bottom_shapes) -> Shape:
-        """Check the shapes, set the (outer, dim, inner) view, return the operand's shape
-        (a learned scalar is kept as shape (1,): parameters are at least 1-D)."""
+        """Check the shapes, note where the operand lies, return its shape (a learned
+        scalar is kept as shape (1,): parameters are at least 1-D)."""
         shape = tuple(bottom_shapes[0])
         p = self.param(self.block)
         if len(bottom_shapes) > 1:
@@ -136,10 +136,14 @@ class _AxisOperand(Layer):
         if shape[axis:axis + len(operand)] != operand:
             raise SetupError(f"bottom 1 has shape {operand}, which does not match bottom 0's "
                              f"{shape} from axis {axis} on", f"{self.block}.axis")
-        self.view = (math.prod(shape[:axis]), math.prod(operand),
-                     math.prod(shape[axis + len(operand):]))
+        self.axis, self.span = axis, len(operand)
         learned = len(bottom_shapes) == 1
         return (1,) if learned and not operand else operand
+
+    def view(self, shape: Shape, size: int) -> Shape:
+        """Data of ``shape`` as (outer, operand size, inner). From the actual arrays: the
+        batch may differ from the one set up (a last partial batch), on either bottom."""
+        return (math.prod(shape[:self.axis]), size, math.prod(shape[self.axis + self.span:]))
 
     def broadcast(self, a: np.ndarray) -> np.ndarray:
         """The operand as (1, dim, 1), against data viewed as (outer, dim, inner)."""
@@ -148,6 +152,13 @@ class _AxisOperand(Layer):
     def reduce(self, a3: np.ndarray, shape: Shape) -> np.ndarray:
         """The adjoint of :meth:`broadcast`: sum over the outer and inner axes."""
         return a3.sum(axis=(0, 2)).reshape(shape)
+
+    def deliver(self, dx, d_operand, propagate_down) -> list:
+        """The operand's gradient goes to bottom 1, or into the learned blob 0."""
+        if len(propagate_down) > 1:
+            return [dx, d_operand if propagate_down[1] else None]
+        self.blobs[0].diff += d_operand
+        return [dx]
 
 
 @register("Scale")
@@ -162,7 +173,7 @@ class Scale(_AxisOperand):
     def setup(self, bottom_shapes):
         operand = self.operand_shape(bottom_shapes)
         p = self.param("scale_param")
-        fan = max(1, self.view[1])
+        fan = max(1, math.prod(operand))
         self.blobs = []
         if len(bottom_shapes) == 1:
             self.blobs.append(self.make_param(operand, p.filler, 0, fan, fan))
@@ -173,24 +184,21 @@ class Scale(_AxisOperand):
 
     def forward(self, bottom):
         x = bottom[0]
-        self.x3 = x.reshape(self.view)
         self.scale = bottom[1] if len(bottom) > 1 else self.blobs[0].data
+        self.x3 = x.reshape(self.view(x.shape, self.scale.size))
         y = self.x3 * self.broadcast(self.scale)
         if self.has_bias:
             y += self.broadcast(self.blobs[-1].data)
         return [y.reshape(x.shape)]
 
     def backward(self, top_diff, propagate_down):
-        dy3 = top_diff[0].reshape(self.view)
+        dy3 = top_diff[0].reshape(self.x3.shape)
         if self.has_bias:
             self.blobs[-1].diff += self.reduce(dy3, self.blobs[-1].shape)
         d_scale = self.reduce(dy3 * self.x3, np.shape(self.scale))
         dx = (dy3 * self.broadcast(self.scale)).reshape(top_diff[0].shape) \
             if propagate_down[0] else None
-        if len(propagate_down) > 1:
-            return [dx, d_scale if propagate_down[1] else None]
-        self.blobs[0].diff += d_scale
-        return [dx]
+        return self.deliver(dx, d_scale, propagate_down)
 
 
 @register("Bias")
@@ -203,25 +211,21 @@ class Bias(_AxisOperand):
 
     def setup(self, bottom_shapes):
         operand = self.operand_shape(bottom_shapes)
-        fan = max(1, self.view[1])
+        fan = max(1, math.prod(operand))
         self.blobs = ([] if len(bottom_shapes) > 1 else
                       [self.make_param(operand, self.param("bias_param").filler, 0, fan, fan)])
-        self.operand = operand
         return [tuple(bottom_shapes[0])]
 
     def forward(self, bottom):
         x = bottom[0]
         b = bottom[1] if len(bottom) > 1 else self.blobs[0].data
-        return [(x.reshape(self.view) + self.broadcast(b)).reshape(x.shape)]
+        self.operand, self.x3_shape = b.shape, self.view(x.shape, b.size)
+        return [(x.reshape(self.x3_shape) + self.broadcast(b)).reshape(x.shape)]
 
     def backward(self, top_diff, propagate_down):
         dy = top_diff[0]
-        d_bias = self.reduce(dy.reshape(self.view), self.operand)
-        dx = dy if propagate_down[0] else None
-        if len(propagate_down) > 1:
-            return [dx, d_bias if propagate_down[1] else None]
-        self.blobs[0].diff += d_bias
-        return [dx]
+        d_bias = self.reduce(dy.reshape(self.x3_shape), self.operand)
+        return self.deliver(dy if propagate_down[0] else None, d_bias, propagate_down)
 
 
 def window_sum(a: np.ndarray, axes: tuple[int, ...], size: int) -> np.ndarray:
