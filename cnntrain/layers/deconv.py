@@ -7,7 +7,7 @@ import numpy as np
 
 from cnntrain.engine import Workspace, batch_chunk, col2im, im2col, pad_to_nhwc
 from cnntrain.layers.base import Layer, SetupError, Shape, register
-from cnntrain.layers.geometry import pair
+from cnntrain.layers.geometry import conv_geometry, nchw
 
 
 def nchw_to_groups(a: np.ndarray, groups: int, out: np.ndarray) -> np.ndarray:
@@ -40,18 +40,10 @@ class Deconvolution(Layer):
     param_blocks = ("convolution_param",)
 
     def setup(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
-        (shape,) = bottom_shapes
-        if len(shape) != 4:
-            raise SetupError(f"needs a 4-D bottom (N, C, H, W), got shape {shape}", "bottom")
+        n, c, h, w = nchw(bottom_shapes)
         p = self.param("convolution_param")
-        n, c, h, w = shape
-        self.kh, self.kw = pair(p, "convolution_param", "kernel", None)
-        self.sh, self.sw = pair(p, "convolution_param", "stride", 1)
-        self.ph, self.pw = pair(p, "convolution_param", "pad", 0)
-        self.group, self.cout = p.group, p.num_output
-        if c % self.group or self.cout % self.group:
-            raise SetupError(f"group {self.group} must divide the input channels ({c}) and "
-                             f"num_output ({self.cout})", "convolution_param.group")
+        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.group,
+         self.cout) = conv_geometry(p, "convolution_param", c)
         self.ho = self.sh * (h - 1) + self.kh - 2 * self.ph
         self.wo = self.sw * (w - 1) + self.kw - 2 * self.pw
         if self.ho < 1 or self.wo < 1:

@@ -7,6 +7,7 @@ from typing import ClassVar
 import numpy as np
 
 from cnntrain.layers.base import Layer, SetupError, Shape, register
+from cnntrain.layers.geometry import nchw
 from cnntrain.layers.inner_product import canonical_axis
 
 
@@ -260,9 +261,7 @@ class LRN(Layer):
     param_blocks = ("lrn_param",)
 
     def setup(self, bottom_shapes):
-        (shape,) = bottom_shapes
-        if len(shape) != 4:
-            raise SetupError(f"needs a 4-D bottom (N, C, H, W), got shape {shape}", "bottom")
+        shape = nchw(bottom_shapes)
         p = self.param("lrn_param")
         if p.local_size % 2 == 0:
             raise SetupError(f"must be odd, got {p.local_size}", "lrn_param.local_size")
