@@ -32,3 +32,30 @@ class Param:
 
     def __repr__(self) -> str:
         return f"Param({self.name}, shape={self.data.shape})"
+
+
+def _always_zero(field: str) -> property:
+    """A multiplier that reads 0 and refuses any other value."""
+
+    def get(self) -> float:
+        return 0.0
+
+    def set(self, value: float) -> None:
+        if value:
+            raise ValueError(f"{self.name}: a running statistic cannot have {field} {value}")
+
+    return property(get, set)
+
+
+class Statistic(Param):
+    """An array a layer *accumulates* rather than learns (BatchNorm's running mean and
+    variance): kept with the parameters, so snapshots save it and the TEST net shares
+    it by key, but its ``lr_mult`` and ``decay_mult`` are 0 for good. Solvers skip
+    parameters with ``lr_mult == 0``, so no config can make one update it."""
+
+    __slots__ = ()
+    lr_mult = _always_zero("lr_mult")
+    decay_mult = _always_zero("decay_mult")
+
+    def __init__(self, data: np.ndarray, name: str = ""):
+        super().__init__(data, lr_mult=0.0, decay_mult=0.0, name=name)

@@ -611,32 +611,130 @@ def test_imported_cifar10_quick_trains_exactly_like_the_shipped_config(quick_fil
     assert not np.array_equal(final_a[("conv1", 0)], init_a[("conv1", 0)])  # it did train
 
 
-def test_cifar10_full_lists_lrn_and_fails_unless_skipped(tmp_path):
+def cifar10_full_files(tmp_path, net_text=CIFAR10_FULL):
     net = tmp_path / "cifar10_full_train_test.prototxt"
     solver = tmp_path / "cifar10_full_solver.prototxt"
-    net.write_text(CIFAR10_FULL)
+    net.write_text(net_text)
     solver.write_text(CIFAR10_FULL_SOLVER)
+    return net, solver
+
+
+def test_cifar10_full_imports_with_its_lrn_layers(tmp_path):
+    net, solver = cifar10_full_files(tmp_path)
+    out = tmp_path / "full.yaml"
+    result = run("import-prototxt", net, solver, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert "NOT IMPORTED" not in out.read_text()
+    exp = load_experiment(out)
+    norm1 = next(l for l in exp.net.layers if l.name == "norm1")
+    assert norm1.type == "LRN" and norm1.bottom == ("pool1",)
+    assert dict(norm1.blocks["lrn_param"]) == {"local_size": 3, "alpha": 5e-05, "beta": 0.75,
+                                               "k": 1.0, "norm_region": "WITHIN_CHANNEL"}
+    conv2 = next(l for l in exp.net.layers if l.name == "conv2")
+    assert conv2.bottom == ("norm1",)
+    ip1 = next(l for l in exp.net.layers if l.name == "ip1")
+    assert [p.decay_mult for p in ip1.param_specs] == [250, 0]
+    assert exp.solver.max_iter == 60000 and exp.solver.display == 200
+    shown = run("train", out, "--dry-run")
+    assert shown.exit_code == 0, shown.output
+    assert "norm2" in shown.output and "LRN" in shown.output
+
+
+def test_unsupported_layer_types_are_listed_and_fail_unless_skipped(tmp_path):
+    # Python layers run user code inside Caffe: cnntrain will never have them.
+    net, solver = cifar10_full_files(tmp_path, CIFAR10_FULL.replace('type: "LRN"',
+                                                                    'type: "Python"'))
     out = tmp_path / "full.yaml"
     failed = run("import-prototxt", net, solver, "-o", out)
     assert failed.exit_code == 2 and not out.exists()
     lines = failed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "LRN" in lines[0] and "norm1" in lines[0] and "norm2" in lines[0]
+    assert len(lines) == 1 and "Python" in lines[0] and "norm1" in lines[0] and "norm2" in lines[0]
     assert "--skip-unsupported" in lines[0] and "Traceback" not in failed.output
 
     skipped = run("import-prototxt", net, solver, "-o", out, "--skip-unsupported")
     assert skipped.exit_code == 0, skipped.stderr
-    assert "not imported: " in skipped.stderr and "type LRN" in skipped.stderr
+    assert "not imported: " in skipped.stderr and "type Python" in skipped.stderr
     text = out.read_text()
     head = text.split("\nname:")[0]
-    assert "NOT IMPORTED" in head and "layer 'norm1': type LRN" in head
-    assert "layer 'norm2': type LRN" in head
+    assert "NOT IMPORTED" in head and "layer 'norm1': type Python" in head
+    assert "layer 'norm2': type Python" in head
     exp = load_experiment(out)
     conv2 = next(l for l in exp.net.layers if l.name == "conv2")
     conv3 = next(l for l in exp.net.layers if l.name == "conv3")
-    assert conv2.bottom == ("pool1",) and conv3.bottom == ("pool2",)  # LRN bypassed
-    ip1 = next(l for l in exp.net.layers if l.name == "ip1")
-    assert [p.decay_mult for p in ip1.param_specs] == [250, 0]
-    assert exp.solver.max_iter == 60000 and exp.solver.display == 200
+    assert conv2.bottom == ("pool1",) and conv3.bottom == ("pool2",)  # bypassed
+
+
+RESIDUAL_NET = """\
+name: "residual"
+input: "data"
+input_shape { dim: 2 dim: 3 dim: 8 dim: 8 }
+layer {
+  name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param { lr_mult: 1 } param { lr_mult: 2 }
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "msra" } }
+}
+layer {
+  name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1"
+  param { lr_mult: 0 } param { lr_mult: 0 } param { lr_mult: 0 }
+  batch_norm_param { use_global_stats: false moving_average_fraction: 0.9 }
+}
+layer {
+  name: "scale1" type: "Scale" bottom: "conv1" top: "conv1"
+  scale_param { bias_term: true }
+}
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer {
+  name: "branch" type: "Convolution" bottom: "conv1" top: "branch"
+  convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "xavier" } }
+}
+layer {
+  name: "sum" type: "Eltwise" bottom: "conv1" bottom: "branch" top: "sum"
+  eltwise_param { operation: SUM coeff: 1 coeff: 0.5 }
+}
+layer {
+  name: "cat" type: "Concat" bottom: "sum" bottom: "conv1" top: "cat"
+  concat_param { axis: 1 }
+}
+layer {
+  name: "norm" type: "LRN" bottom: "cat" top: "norm"
+  lrn_param { local_size: 3 alpha: 0.0001 beta: 0.75 }
+}
+layer {
+  name: "up" type: "Deconvolution" bottom: "norm" top: "up"
+  convolution_param { num_output: 2 kernel_size: 4 stride: 2 pad: 1 bias_term: false
+                      weight_filler { type: "gaussian" std: 0.01 } }
+}
+layer {
+  name: "halves" type: "Slice" bottom: "up" top: "a" top: "b"
+  slice_param { axis: 1 slice_point: 1 }
+}
+layer { name: "crop" type: "Crop" bottom: "a" bottom: "data" top: "crop"
+        crop_param { axis: 2 offset: 4 } }
+layer { name: "flat" type: "Reshape" bottom: "crop" top: "flat"
+        reshape_param { shape { dim: 0 dim: -1 } } }
+"""
+
+
+def test_batchnorm_scale_and_routing_layers_import(tmp_path):
+    net = tmp_path / "residual.prototxt"
+    net.write_text(RESIDUAL_NET)
+    out = tmp_path / "residual.yaml"
+    result = run("import-prototxt", net, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert "not imported" not in result.stderr
+    exp = load_experiment(out)
+    layers = {l.name: l for l in exp.net.layers}
+    assert [p.lr_mult for p in layers["bn1"].param_specs] == [0, 0, 0]
+    assert layers["bn1"].blocks["batch_norm_param"].moving_average_fraction == 0.9
+    assert layers["scale1"].blocks["scale_param"].bias_term is True
+    assert layers["sum"].blocks["eltwise_param"].coeff == (1.0, 0.5)
+    assert layers["halves"].blocks["slice_param"].slice_point == (1,)
+    assert layers["crop"].blocks["crop_param"].offset == (4,)
+    assert layers["flat"].blocks["reshape_param"].shape == ((0, -1),)
+    assert layers["up"].type == "Deconvolution"
+    shown = run("train", out, "--dry-run")   # the nets build: every shape fits
+    assert shown.exit_code == 0, shown.output
+    assert "flat 2x64" in shown.output
 
 
 def test_v1_layers_syntax_is_named_in_the_error(tmp_path):

@@ -139,3 +139,36 @@ def test_summary_command_counts_the_seed_example(tmp_path):
     assert "total: 760 parameters" in table.stdout
     bad = run("summary", config, "--set", "net.layer.conv.convolution_param.kernel_size=40")
     assert bad.exit_code == 2 and "larger than the padded input" in bad.stderr
+
+
+def test_running_statistics_are_not_counted_as_parameters_and_deconvolution_macs():
+    from cnntrain.config import parse_net
+    from cnntrain.layers import BuildContext
+    from cnntrain.net import Net
+    from cnntrain.rng import RngStreams
+    from cnntrain.tools.summary import summarize_net
+
+    raw = yaml.safe_load("""
+        name: t
+        layer:
+          - {name: input, type: Input, top: data, input_param: {shape: {dim: [2, 4, 5, 5]}}}
+          - {name: bn, type: BatchNorm, bottom: data, top: data}
+          - {name: scale, type: Scale, bottom: data, top: data, scale_param: {bias_term: true}}
+          - name: up
+            type: Deconvolution
+            bottom: data
+            top: up
+            convolution_param: {num_output: 6, kernel_size: 4, stride: 2, pad: 1, group: 2}
+    """)
+    net = Net(parse_net(raw, "t.yaml"), "TRAIN", BuildContext(RngStreams(0)))
+    s = summarize_net(net, 2)
+    rows = {r.name: r for r in s.rows}
+    assert (rows["bn"].params, rows["bn"].statistics) == (0, 4 + 4 + 1)
+    assert (rows["scale"].params, rows["scale"].statistics) == (4 + 4, 0)
+    assert rows["up"].tops == [("up", (2, 6, 10, 10))]
+    assert rows["up"].params == 4 * 3 * 16 + 6
+    # Each of the 4*5*5 input values meets the 3 output channels of its group, 16 taps each.
+    assert rows["up"].macs == 4 * 25 * 3 * 16
+    assert s.params == 8 + 198 and s.statistics == 9
+    assert "206 parameters and 9 running statistics" in format_summary(s)[-2]
+    assert s.as_dict()["layers"][1]["statistics"] == 9

@@ -73,6 +73,63 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
         "pad_w": Field("int", None, min=0),
         "global_pooling": Field("bool", False),
     },
+    "batch_norm_param": {
+        "use_global_stats": Field("bool", None, doc="normalize with the running statistics "
+                                                    "instead of the batch's; default: false in "
+                                                    "TRAIN, true in TEST"),
+        "moving_average_fraction": Field("float", 0.999, min=0.0, max=1.0,
+                                         doc="running stats: s <- f*s + batch value"),
+        "eps": Field("float", 1e-5, min=0.0, min_exclusive=True),
+    },
+    "scale_param": {
+        "axis": Field("int", 1, doc="first axis of the bottom the scale applies along"),
+        "num_axes": Field("int", 1, min=-1, doc="axes the learned scale spans; -1: to the "
+                                                "end; 0: one scalar (one bottom only)"),
+        "filler": Field("filler", default={"type": "constant", "value": 1.0}),
+        "bias_term": Field("bool", False, doc="also add a learned bias of the same shape"),
+        "bias_filler": _filler("constant"),
+    },
+    "bias_param": {
+        "axis": Field("int", 1),
+        "num_axes": Field("int", 1, min=-1, doc="as in scale_param (one bottom only)"),
+        "filler": _filler("constant"),
+    },
+    "lrn_param": {
+        "local_size": Field("int", 5, min=1, doc="odd: channels (or pixels per side) summed"),
+        "alpha": Field("float", 1.0, min=0.0),
+        "beta": Field("float", 0.75),
+        "k": Field("float", 1.0, min=0.0, min_exclusive=True,
+                   doc="ACROSS_CHANNELS only (WITHIN_CHANNEL adds 1, as Caffe does)"),
+        "norm_region": Field("enum", "ACROSS_CHANNELS",
+                             choices=("ACROSS_CHANNELS", "WITHIN_CHANNEL")),
+    },
+    "concat_param": {
+        "axis": Field("int", None, doc="default: 1"),
+        "concat_dim": Field("int", None, min=0, doc="legacy name of axis"),
+    },
+    "eltwise_param": {
+        "operation": Field("enum", "SUM", choices=("PROD", "SUM", "MAX")),
+        "coeff": Field("floats", None, doc="SUM: one factor per bottom (default all 1)"),
+        "stable_prod_grad": Field("bool", True, doc="PROD: gradient as the product of the "
+                                                    "other bottoms, not top / bottom"),
+    },
+    "slice_param": {
+        "axis": Field("int", None, doc="default: 1"),
+        "slice_dim": Field("int", None, min=0, doc="legacy name of axis"),
+        "slice_point": Field("ints", None, min=1, doc="increasing, one fewer than the tops; "
+                                                      "default: equal parts"),
+    },
+    "reshape_param": {
+        "shape": Field("shape", REQUIRED, min=-1, doc="dim 0 copies the bottom's dimension, "
+                                                      "-1 (at most one) is inferred"),
+        "axis": Field("int", 0, doc="first bottom axis replaced"),
+        "num_axes": Field("int", -1, min=-1, doc="bottom axes replaced; -1: all to the end"),
+    },
+    "crop_param": {
+        "axis": Field("int", 2, doc="crop this axis and all after it"),
+        "offset": Field("ints", None, min=0, doc="one for all cropped axes, or one per axis; "
+                                                 "default 0"),
+    },
     "inner_product_param": {
         "num_output": Field("int", REQUIRED, min=1),
         "bias_term": Field("bool", True),

@@ -123,9 +123,11 @@ def _check_value(spec: Field, value: Any, where: Where, layer, name: str, fail) 
         shapes = []
         for item in value if isinstance(value, list) else [value]:
             dims = item.get("dim") if isinstance(item, dict) else None
+            least = 1 if spec.min is None else int(spec.min)
             if not isinstance(dims, list) or not dims or not all(
-                    isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
-                fail("must be {dim: [N, C, H, W]} (or a list of them) with positive integers")
+                    isinstance(d, int) and not isinstance(d, bool) and d >= least for d in dims):
+                fail("must be {dim: [N, C, H, W]} (or a list of them) with "
+                     + ("positive integers" if least == 1 else f"integers >= {least}"))
             shapes.append(tuple(dims))
         return tuple(shapes)
     raise AssertionError(spec.kind)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from cnntrain.blob import Param
+from cnntrain.blob import Param, Statistic
 
 if TYPE_CHECKING:
     from cnntrain.config.specs import LayerSpec
@@ -111,11 +111,8 @@ class Layer:
         from cnntrain.fillers import fill
 
         key = self.param_key(index)
-        owner = self.shared.get(key)
+        owner = self._shared_param(key, shape, statistic=False)
         if owner is not None:
-            if owner.data.shape != tuple(shape):
-                raise SetupError(f"shared parameter '{key}' has shape {owner.data.shape}, "
-                                 f"this layer needs {tuple(shape)}", "param")
             return owner
         spec = self.spec.param_specs[index] if index < len(self.spec.param_specs) else None
         data = fill(filler, shape, fan_in, fan_out, self.rngs.get("init"), self.dtype)
@@ -123,6 +120,31 @@ class Layer:
                       decay_mult=spec.decay_mult if spec else 1.0, name=key)
         self.shared[key] = param
         return param
+
+    def make_statistic(self, shape: Shape, index: int) -> Statistic:
+        """Parameter ``index`` as a running statistic (zeros at first): shared by key and
+        saved like a parameter, never updated by a solver (see :class:`Statistic`)."""
+        key = self.param_key(index)
+        owner = self._shared_param(key, shape, statistic=True)
+        if owner is not None:
+            return owner
+        stat = Statistic(np.zeros(shape, self.dtype), name=key)
+        self.shared[key] = stat
+        return stat
+
+    def _shared_param(self, key: str, shape: Shape, statistic: bool) -> Param | None:
+        """The net's parameter ``key`` if there is one, checked to fit this layer."""
+        owner = self.shared.get(key)
+        if owner is None:
+            return None
+        if owner.data.shape != tuple(shape):
+            raise SetupError(f"shared parameter '{key}' has shape {owner.data.shape}, "
+                             f"this layer needs {tuple(shape)}", "param")
+        if isinstance(owner, Statistic) != statistic:
+            what = "running statistic" if statistic else "learned parameter"
+            raise SetupError(f"shared parameter '{key}' cannot be both a learned parameter "
+                             f"and a running statistic (this layer needs a {what})", "param")
+        return owner
 
     def extra_state(self) -> dict[str, np.ndarray]:
         """Arrays other than parameters that a snapshot must keep (e.g. data cursors)."""

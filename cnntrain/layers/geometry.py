@@ -1,7 +1,7 @@
 """Reading Caffe's kernel/stride/pad fields (square, [h, w], or *_h/*_w) in one way."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnntrain.layers.base import SetupError
 
@@ -28,3 +28,32 @@ def pair(block: Any, name: str, field: str, default: int | None) -> tuple[int, i
     if len(both) == 2:
         return both[0], both[1]
     raise SetupError(f"takes 1 or 2 values for a 2-D layer, got {len(both)}", f"{name}.{key}")
+
+
+class ConvGeometry(NamedTuple):
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    group: int
+    cout: int
+
+
+def conv_geometry(block: Any, name: str, channels: int) -> ConvGeometry:
+    """A convolution_param's kernel, stride, pad, group and num_output, with the group
+    checked against ``channels`` (the bottom's) and num_output."""
+    if channels % block.group or block.num_output % block.group:
+        raise SetupError(f"group {block.group} must divide the input channels ({channels}) and "
+                         f"num_output ({block.num_output})", f"{name}.group")
+    return ConvGeometry(*pair(block, name, "kernel", None), *pair(block, name, "stride", 1),
+                        *pair(block, name, "pad", 0), block.group, block.num_output)
+
+
+def nchw(bottom_shapes) -> tuple[int, int, int, int]:
+    """The single bottom's (N, C, H, W), or a SetupError if it is not 4-D."""
+    (shape,) = bottom_shapes
+    if len(shape) != 4:
+        raise SetupError(f"needs a 4-D bottom (N, C, H, W), got shape {tuple(shape)}", "bottom")
+    return tuple(shape)

@@ -10,16 +10,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cnntrain.blob import Statistic
+
 
 @dataclass
 class LayerRow:
     name: str
     type: str
     tops: list[tuple[str, tuple[int, ...]]]
-    params: int                    # parameters this layer owns (shared ones count once)
+    params: int                    # learned parameters this layer owns (shared ones count once)
     param_shapes: list[tuple[int, ...]]
     macs: int                      # multiply-accumulates of one forward, per image
     in_place: bool = False
+    statistics: int = 0            # running statistics it owns (BatchNorm): saved, not learned
 
 
 @dataclass
@@ -42,30 +45,44 @@ class NetSummary:
         """Values of all top blobs of one batch (an in-place top reuses its bottom's)."""
         return sum(math.prod(shape) for r in self.rows if not r.in_place for _, shape in r.tops)
 
+    @property
+    def statistics(self) -> int:
+        return sum(r.statistics for r in self.rows)
+
     def as_dict(self) -> dict:
         return {"net": self.name, "phase": self.phase, "batch": self.batch,
-                "params": self.params, "macs_per_image": self.macs,
-                "activation_values": self.activation_values,
+                "params": self.params, "statistics": self.statistics,
+                "macs_per_image": self.macs, "activation_values": self.activation_values,
                 "layers": [{"name": r.name, "type": r.type,
                             "tops": {t: list(s) for t, s in r.tops},
-                            "params": r.params, "param_shapes": [list(s) for s in r.param_shapes],
+                            "params": r.params, "statistics": r.statistics,
+                            "param_shapes": [list(s) for s in r.param_shapes],
                             "macs_per_image": r.macs} for r in self.rows]}
 
 
 def forward_macs(layer, bottom_shapes, top_shapes) -> int:
-    """Multiply-accumulates of one forward per image: Convolution, MapCombination (one
-    convolution with effective weights) and InnerProduct (the GEMMs); others count 0."""
+    """Multiply-accumulates of one forward per image: Convolution, Deconvolution,
+    MapCombination (one convolution with effective weights) and InnerProduct (the
+    GEMMs); other layers count 0."""
     kind = layer.type_name
     if kind in ("Convolution", "MapCombination"):
         n, cout, ho, wo = top_shapes[0]
         cin = bottom_shapes[0][1]
         return cout * ho * wo * (cin // layer.group) * layer.kh * layer.kw
+    if kind == "Deconvolution":
+        # Every input value is multiplied into a kernel of each output channel of its group.
+        n, cin, h, w = bottom_shapes[0]
+        return cin * h * w * (layer.cout // layer.group) * layer.kh * layer.kw
     if kind == "InnerProduct":
         shape = bottom_shapes[0]
         k = math.prod(shape[layer.axis:])
         rows = math.prod(shape[1:layer.axis]) if layer.axis > 1 else 1
         return rows * k * layer.num_output
     return 0
+
+
+def _size(params) -> int:
+    return sum(int(np.prod(p.data.shape)) for p in params)
 
 
 def summarize_net(net, batch: int) -> NetSummary:
@@ -82,11 +99,12 @@ def summarize_net(net, batch: int) -> NetSummary:
         macs = forward_macs(layer, bottoms, tops)
         in_place = any(i < len(layer.spec.bottom) and layer.spec.bottom[i] == t
                        for i, t in enumerate(layer.spec.top))
+        stats = [p for p in mine if isinstance(p, Statistic)]
+        learned = [p for p in mine if not isinstance(p, Statistic)]
         out.rows.append(LayerRow(layer.name, layer.type_name,
-                                 list(zip(layer.spec.top, tops)),
-                                 sum(int(np.prod(p.data.shape)) for p in mine),
+                                 list(zip(layer.spec.top, tops)), _size(learned),
                                  [tuple(p.data.shape) for p in layer.blobs],
-                                 macs, in_place))
+                                 macs, in_place, _size(stats)))
     return out
 
 
@@ -137,8 +155,9 @@ def format_summary(summary: NetSummary) -> list[str]:
     lines = [f"{summary.name} ({summary.phase} net, batch {summary.batch})", line(head),
              line(["-" * w for w in widths])]
     lines += [line(row) for row in rows]
-    lines.append(f"total: {summary.params:,} parameters ({summary.params * 4 / 2 ** 20:.2f} MiB "
-                 f"as float32), {_count(summary.macs)} MACs per image forward")
+    stats = f" and {summary.statistics:,} running statistics" if summary.statistics else ""
+    lines.append(f"total: {summary.params:,} parameters{stats} ({summary.params * 4 / 2 ** 20:.2f} "
+                 f"MiB as float32), {_count(summary.macs)} MACs per image forward")
     mib = summary.activation_values * 4 / 2 ** 20
     lines.append(f"activations: {mib:.1f} MiB for one batch of {summary.batch} as float32 "
                  f"(training keeps about as much again for their gradients)")

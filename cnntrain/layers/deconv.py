@@ -1,0 +1,121 @@
+"""Deconvolution (transposed convolution) on the im2col engine."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from cnntrain.engine import Workspace, batch_chunk, col2im, im2col, pad_to_nhwc
+from cnntrain.layers.base import Layer, SetupError, Shape, register
+from cnntrain.layers.geometry import conv_geometry, nchw
+
+
+def nchw_to_groups(a: np.ndarray, groups: int, out: np.ndarray) -> np.ndarray:
+    """NCHW ``a`` (m, G*k, h, w) as GEMM rows ``out`` (G, m*h*w, k)."""
+    m, _, h, w = a.shape
+    out.reshape(groups, m, h, w, -1)[...] = a.reshape(m, groups, -1, h, w).transpose(1, 0, 3, 4, 2)
+    return out
+
+
+def groups_to_nchw(a: np.ndarray, out: np.ndarray) -> None:
+    """GEMM rows ``a`` (G, m*h*w, k) into NCHW ``out`` (m, G*k, h, w)."""
+    m, _, h, w = out.shape
+    groups = a.shape[0]
+    out.reshape(m, groups, -1, h, w)[...] = a.reshape(groups, m, h, w, -1).transpose(1, 0, 4, 2, 3)
+
+
+@register("Deconvolution")
+class Deconvolution(Layer):
+    """Caffe's Deconvolution: the transpose (adjoint) of a Convolution.
+
+    Weights are (C_in, C_out/group, kh, kw), bias (C_out,); the output is
+    ``stride*(in - 1) + kernel - 2*pad`` per spatial axis. Each input pixel scatters
+    its channel vector times the kernel into a window of the (padded) output, and the
+    border ``pad`` is cut off. That is a Convolution's input gradient with the same
+    weights, so the forward is ``col2im(x @ Wᵀ)`` and the backward is a Convolution's
+    forward: ``dx = im2col(dy) @ W`` and ``dW = im2col(dy)ᵀ @ x``, one GEMM per chunk
+    of the batch for all groups (see ``engine.im2col``).
+    """
+
+    param_blocks = ("convolution_param",)
+
+    def setup(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        n, c, h, w = nchw(bottom_shapes)
+        p = self.param("convolution_param")
+        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.group,
+         self.cout) = conv_geometry(p, "convolution_param", c)
+        self.ho = self.sh * (h - 1) + self.kh - 2 * self.ph
+        self.wo = self.sw * (w - 1) + self.kw - 2 * self.pw
+        if self.ho < 1 or self.wo < 1:
+            raise SetupError(f"pad {self.ph}x{self.pw} leaves no output ({self.ho}x{self.wo}) "
+                             f"for a {h}x{w} input", "convolution_param.pad")
+        cout_g = self.cout // self.group
+        # Caffe's fans for a deconvolution: each output sees C_out/G * kh*kw weights.
+        fan_in = cout_g * self.kh * self.kw
+        fan_out = c // self.group * self.kh * self.kw
+        self.blobs = [self.make_param((c, cout_g, self.kh, self.kw), p.weight_filler, 0,
+                                      fan_in, fan_out)]
+        if p.bias_term:
+            self.blobs.append(self.make_param((self.cout,), p.bias_filler, 1, fan_in, fan_out))
+        self.ws = Workspace()
+        return [(n, self.cout, self.ho, self.wo)]
+
+    # Weights (C_in, C_out/G, kh, kw) as the engine's per-group matrix
+    # (G, kh*kw*C_out/G, C_in/G): a Convolution from C_out to C_in channels.
+    def _weight_matrix(self) -> np.ndarray:
+        g, kh, kw = self.group, self.kh, self.kw
+        w = self.blobs[0].data.reshape(g, -1, self.cout // g, kh, kw)
+        return np.ascontiguousarray(w.transpose(0, 3, 4, 2, 1)).reshape(g, -1, w.shape[1])
+
+    def _chunk(self, n: int, h: int, w: int) -> int:
+        return batch_chunk(h * w * self.kh * self.kw * self.cout, n,
+                           itemsize=self.blobs[0].data.itemsize)
+
+    def _padded(self, name: str, m: int, dtype) -> np.ndarray:
+        return self.ws.get(name, (m, self.ho + 2 * self.ph, self.wo + 2 * self.pw, self.cout),
+                           dtype, zero=True)
+
+    def forward(self, bottom):
+        (x,) = bottom
+        n, c, h, w = x.shape
+        g = self.group
+        self.x, self.wmat = x, self._weight_matrix()
+        y = np.empty((n, self.cout, self.ho, self.wo), x.dtype)
+        step = self._chunk(n, h, w)
+        for a in range(0, n, step):
+            m = min(step, n - a)
+            xb = nchw_to_groups(x[a:a + m], g, self.ws.get("xb", (g, m * h * w, c // g), x.dtype))
+            col = self.ws.get("col", (g, m * h * w, self.wmat.shape[1]), x.dtype)
+            np.matmul(xb, self.wmat.transpose(0, 2, 1), out=col)
+            yp = self._padded("yp", m, x.dtype)
+            yp[...] = 0
+            col2im(col, self.kh, self.kw, self.sh, self.sw, h, w, yp)
+            y[a:a + m] = yp[:, self.ph:self.ph + self.ho, self.pw:self.pw + self.wo].transpose(
+                0, 3, 1, 2)
+        if len(self.blobs) > 1:
+            y += self.blobs[1].data.reshape(1, -1, 1, 1)
+        return [y]
+
+    def backward(self, top_diff, propagate_down):
+        (dy,) = top_diff
+        x = self.x
+        n, c, h, w = x.shape
+        g = self.group
+        if len(self.blobs) > 1:
+            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+        dx = np.empty_like(x) if propagate_down[0] else None
+        dw = np.zeros_like(self.wmat)
+        step = self._chunk(n, h, w)
+        for a in range(0, n, step):
+            m = min(step, n - a)
+            dyp = pad_to_nhwc(dy[a:a + m], self.ph, self.pw, self._padded("dyp", m, dy.dtype))
+            col = im2col(dyp, self.kh, self.kw, self.sh, self.sw, h, w,
+                         self.ws.get("col", (g, m * h * w, self.wmat.shape[1]), dy.dtype))
+            xb = nchw_to_groups(x[a:a + m], g, self.ws.get("xb", (g, m * h * w, c // g), x.dtype))
+            dw += np.matmul(col.transpose(0, 2, 1), xb)
+            if dx is not None:
+                groups_to_nchw(np.matmul(col, self.wmat), dx[a:a + m])
+        cg, cog = c // g, self.cout // g
+        self.blobs[0].diff.reshape(g, cg, cog, self.kh, self.kw)[...] += \
+            dw.reshape(g, self.kh, self.kw, cog, cg).transpose(0, 4, 3, 1, 2)
+        return [dx]

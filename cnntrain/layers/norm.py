@@ -1,0 +1,293 @@
+"""Normalization and per-channel affine layers: BatchNorm, Scale, Bias, LRN."""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from cnntrain.layers.base import Layer, SetupError, Shape, register
+from cnntrain.layers.geometry import nchw
+from cnntrain.layers.inner_product import canonical_axis
+
+
+@register("BatchNorm")
+class BatchNorm(Layer):
+    """Caffe's BatchNorm: ``y = (x - mean) / sqrt(var + eps)`` per channel (axis 1).
+
+    Without ``use_global_stats`` (the TRAIN default) mean and biased variance are the
+    batch's, over every axis but the channels, and the running statistics advance as
+    Caffe's do: ``s ← f·s + 1``, ``Σmean ← f·Σmean + mean``, ``Σvar ← f·Σvar +
+    m/(m-1)·var`` (m values per channel, f = ``moving_average_fraction``). With it (the
+    TEST default) the layer is the affine map given by ``Σmean/s`` and ``Σvar/s``.
+
+    The three blobs (Σmean, Σvar, s) are :class:`~cnntrain.blob.Statistic` parameters:
+    snapshots keep them and the TEST net shares them, but no solver ever updates them.
+    Their gradients are still computed in the affine mode (they are real derivatives,
+    which the gradient checker verifies); in the batch mode they are zero. There is no
+    learned scale or shift: follow with ``Scale`` (``bias_term: true``), as in Caffe.
+    """
+
+    param_blocks = ("batch_norm_param",)
+    in_place_ok = True
+
+    def setup(self, bottom_shapes):
+        (shape,) = bottom_shapes
+        if len(shape) < 1:
+            raise SetupError("needs a bottom with at least one axis", "bottom")
+        specs = self.spec.param_specs
+        if len(specs) > 3:
+            raise SetupError(f"BatchNorm keeps 3 blobs (mean, variance, count), {len(specs)} "
+                             "param entries given", "param")
+        for i, spec in enumerate(specs):
+            if spec.lr_mult:
+                raise SetupError("BatchNorm's running statistics are not learned: set "
+                                 "lr_mult: 0 or leave param out", f"param[{i}].lr_mult")
+        p = self.param("batch_norm_param")
+        self.global_stats = (self.phase == "TEST" if p.use_global_stats is None
+                             else p.use_global_stats)
+        self.channels = shape[1] if len(shape) > 1 else 1
+        c = self.channels
+        self.blobs = [self.make_statistic((c,), 0), self.make_statistic((c,), 1),
+                      self.make_statistic((1,), 2)]
+        return [tuple(shape)]
+
+    def forward(self, bottom):
+        (x,) = bottom
+        p = self.param("batch_norm_param")
+        x3 = x.reshape(x.shape[0], self.channels, -1)
+        if self.global_stats:
+            mean, var = self._running_stats()
+            centred = x3 - mean[:, None]
+        else:
+            mean = x3.mean(axis=(0, 2))
+            centred = x3 - mean[:, None]
+            var = np.square(centred).mean(axis=(0, 2))
+            self._accumulate(mean, var, x3.shape[0] * x3.shape[2], p.moving_average_fraction)
+        self.inv_std = 1.0 / np.sqrt(var + x.dtype.type(p.eps))
+        self.centred = centred
+        self.y3 = centred * self.inv_std[:, None]
+        return [self.y3.reshape(x.shape)]
+
+    def _running_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        count = self.blobs[2].data[0]
+        factor = 0 if count == 0 else 1 / count   # Caffe: an empty count gives zeros
+        return self.blobs[0].data * factor, self.blobs[1].data * factor
+
+    def _accumulate(self, mean, var, m: int, fraction: float) -> None:
+        mean_sum, var_sum, count = (b.data for b in self.blobs)
+        count *= fraction
+        count += 1
+        mean_sum *= fraction
+        mean_sum += mean
+        var_sum *= fraction
+        # The running variance is unbiased, though the batch is normalized with the biased one.
+        var_sum += var * (m / (m - 1) if m > 1 else 1)
+
+    def backward(self, top_diff, propagate_down):
+        dy3 = top_diff[0].reshape(self.y3.shape)
+        inv = self.inv_std[:, None]
+        if not self.global_stats:
+            if not propagate_down[0]:
+                return [None]
+            # Through the batch mean and variance: the two mean terms below.
+            dx = dy3 - dy3.mean(axis=(0, 2))[:, None] \
+                - self.y3 * (dy3 * self.y3).mean(axis=(0, 2))[:, None]
+            return [(dx * inv).reshape(top_diff[0].shape)]
+        self._statistic_gradients(dy3)
+        return [(dy3 * inv).reshape(top_diff[0].shape) if propagate_down[0] else None]
+
+    def _statistic_gradients(self, dy3) -> None:
+        """Affine mode: y = (x - Σmean/s) / sqrt(Σvar/s + eps)."""
+        mean_sum, var_sum, count = (b.data for b in self.blobs)
+        if count[0] == 0:
+            return   # the statistics are multiplied by a constant 0
+        d_mean = -self.inv_std * dy3.sum(axis=(0, 2))
+        d_var = -0.5 * self.inv_std ** 3 * (dy3 * self.centred).sum(axis=(0, 2))
+        self.blobs[0].diff += d_mean / count[0]
+        self.blobs[1].diff += d_var / count[0]
+        self.blobs[2].diff += -(d_mean @ mean_sum + d_var @ var_sum) / count[0] ** 2
+
+
+class _AxisOperand(Layer):
+    """Scale and Bias: an operand spanning axes ``axis``.. of bottom 0, broadcast over
+    the others. It is a learned parameter (one bottom; shape from ``num_axes``) or
+    bottom 1 (its shape must match bottom 0's from ``axis`` on). A scalar operand
+    applies everywhere, whatever ``axis`` says, as in Caffe."""
+
+    num_bottom = (1, 2)
+    in_place_ok = True
+    block: ClassVar[str]
+
+    def operand_shape(self, bottom_shapes) -> Shape:
+        """Check the shapes, note where the operand lies, return its shape (a learned
+        scalar is kept as shape (1,): parameters are at least 1-D)."""
+        shape = tuple(bottom_shapes[0])
+        p = self.param(self.block)
+        if len(bottom_shapes) > 1:
+            operand = tuple(bottom_shapes[1])
+        else:
+            axis = canonical_axis(p.axis, len(shape), f"{self.block}.axis")
+            end = len(shape) if p.num_axes == -1 else axis + p.num_axes
+            if end > len(shape):
+                raise SetupError(f"axis {p.axis} with num_axes {p.num_axes} extends past the "
+                                 f"bottom's {len(shape)} axes", f"{self.block}.num_axes")
+            operand = shape[axis:end]
+        axis = 0 if not operand else canonical_axis(p.axis, len(shape), f"{self.block}.axis")
+        if shape[axis:axis + len(operand)] != operand:
+            raise SetupError(f"bottom 1 has shape {operand}, which does not match bottom 0's "
+                             f"{shape} from axis {axis} on", f"{self.block}.axis")
+        self.axis, self.span = axis, len(operand)
+        learned = len(bottom_shapes) == 1
+        return (1,) if learned and not operand else operand
+
+    def view(self, shape: Shape, size: int) -> Shape:
+        """Data of ``shape`` as (outer, operand size, inner). From the actual arrays: the
+        batch may differ from the one set up (a last partial batch), on either bottom."""
+        return (math.prod(shape[:self.axis]), size, math.prod(shape[self.axis + self.span:]))
+
+    def broadcast(self, a: np.ndarray) -> np.ndarray:
+        """The operand as (1, dim, 1), against data viewed as (outer, dim, inner)."""
+        return a.reshape(1, -1, 1)
+
+    def reduce(self, a3: np.ndarray, shape: Shape) -> np.ndarray:
+        """The adjoint of :meth:`broadcast`: sum over the outer and inner axes."""
+        return a3.sum(axis=(0, 2)).reshape(shape)
+
+    def deliver(self, dx, d_operand, propagate_down) -> list:
+        """The operand's gradient goes to bottom 1, or into the learned blob 0."""
+        if len(propagate_down) > 1:
+            return [dx, d_operand if propagate_down[1] else None]
+        self.blobs[0].diff += d_operand
+        return [dx]
+
+
+@register("Scale")
+class Scale(_AxisOperand):
+    """``y = x * s (+ b)``; ``s`` learned (one bottom) or bottom 1, ``b`` learned if
+    ``bias_term``. Blobs: [scale, bias] with one bottom, [bias] with two (Caffe's order).
+    The usual use is after BatchNorm: one scale and bias per channel."""
+
+    param_blocks = ("scale_param",)
+    block = "scale_param"
+
+    def setup(self, bottom_shapes):
+        operand = self.operand_shape(bottom_shapes)
+        p = self.param("scale_param")
+        fan = max(1, math.prod(operand))
+        self.blobs = []
+        if len(bottom_shapes) == 1:
+            self.blobs.append(self.make_param(operand, p.filler, 0, fan, fan))
+        self.has_bias = p.bias_term
+        if p.bias_term:
+            self.blobs.append(self.make_param(operand, p.bias_filler, len(self.blobs), fan, fan))
+        return [tuple(bottom_shapes[0])]
+
+    def forward(self, bottom):
+        x = bottom[0]
+        self.scale = bottom[1] if len(bottom) > 1 else self.blobs[0].data
+        self.x3 = x.reshape(self.view(x.shape, self.scale.size))
+        y = self.x3 * self.broadcast(self.scale)
+        if self.has_bias:
+            y += self.broadcast(self.blobs[-1].data)
+        return [y.reshape(x.shape)]
+
+    def backward(self, top_diff, propagate_down):
+        dy3 = top_diff[0].reshape(self.x3.shape)
+        if self.has_bias:
+            self.blobs[-1].diff += self.reduce(dy3, self.blobs[-1].shape)
+        d_scale = self.reduce(dy3 * self.x3, np.shape(self.scale))
+        dx = (dy3 * self.broadcast(self.scale)).reshape(top_diff[0].shape) \
+            if propagate_down[0] else None
+        return self.deliver(dx, d_scale, propagate_down)
+
+
+@register("Bias")
+class Bias(_AxisOperand):
+    """``y = x + b``; ``b`` learned (one bottom; Caffe's default filler: constant 0) or
+    bottom 1."""
+
+    param_blocks = ("bias_param",)
+    block = "bias_param"
+
+    def setup(self, bottom_shapes):
+        operand = self.operand_shape(bottom_shapes)
+        fan = max(1, math.prod(operand))
+        self.blobs = ([] if len(bottom_shapes) > 1 else
+                      [self.make_param(operand, self.param("bias_param").filler, 0, fan, fan)])
+        return [tuple(bottom_shapes[0])]
+
+    def forward(self, bottom):
+        x = bottom[0]
+        b = bottom[1] if len(bottom) > 1 else self.blobs[0].data
+        self.operand, self.x3_shape = b.shape, self.view(x.shape, b.size)
+        return [(x.reshape(self.x3_shape) + self.broadcast(b)).reshape(x.shape)]
+
+    def backward(self, top_diff, propagate_down):
+        dy = top_diff[0]
+        d_bias = self.reduce(dy.reshape(self.x3_shape), self.operand)
+        return self.deliver(dy if propagate_down[0] else None, d_bias, propagate_down)
+
+
+def window_sum(a: np.ndarray, axes: tuple[int, ...], size: int) -> np.ndarray:
+    """Sum over the centred window of odd ``size`` along each of ``axes``, zero padded:
+    same shape as ``a``. One add per window offset and axis (the window is separable)."""
+    half = size // 2
+    for axis in axes:
+        pad = [(0, 0)] * a.ndim
+        pad[axis] = (half, half)
+        padded = np.pad(a, pad)
+        out = np.zeros_like(a)
+        index = [slice(None)] * a.ndim
+        for offset in range(size):
+            index[axis] = slice(offset, offset + a.shape[axis])
+            out += padded[tuple(index)]
+        a = out
+    return a
+
+
+@register("LRN")
+class LRN(Layer):
+    """Local response normalization, Caffe's formula: ``y = x · scale^-beta``.
+
+    ACROSS_CHANNELS: ``scale = k + alpha/n · Σ x²`` over the n channels centred on
+    each one (zero padded). WITHIN_CHANNEL: ``scale = 1 + alpha/n² · Σ x²`` over the
+    n×n pixels centred on each one (zero padded): Caffe computes it as an average
+    pooling with padding, whose divisor is always n², and adds 1, not ``k``.
+    The window is symmetric, so the backward sums over the same windows:
+    ``dx = dy · scale^-beta - 2·beta·alpha' · x · Σ_window(dy · y / scale)``.
+    """
+
+    param_blocks = ("lrn_param",)
+
+    def setup(self, bottom_shapes):
+        shape = nchw(bottom_shapes)
+        p = self.param("lrn_param")
+        if p.local_size % 2 == 0:
+            raise SetupError(f"must be odd, got {p.local_size}", "lrn_param.local_size")
+        within = p.norm_region == "WITHIN_CHANNEL"
+        if within and p.k != 1.0:
+            raise SetupError("WITHIN_CHANNEL does not use k (it adds 1, as in Caffe); leave "
+                             "k out", "lrn_param.k")
+        self.axes = (2, 3) if within else (1,)
+        self.size, self.beta = p.local_size, p.beta
+        self.coef = p.alpha / p.local_size ** len(self.axes)
+        self.shift = 1.0 if within else p.k
+        return [tuple(shape)]
+
+    def forward(self, bottom):
+        (x,) = bottom
+        t = x.dtype.type
+        self.x = x
+        self.scale = t(self.shift) + t(self.coef) * window_sum(x * x, self.axes, self.size)
+        self.factor = self.scale ** t(-self.beta)
+        self.y = x * self.factor
+        return [self.y]
+
+    def backward(self, top_diff, propagate_down):
+        if not propagate_down[0]:
+            return [None]
+        (dy,) = top_diff
+        t = dy.dtype.type
+        spread = window_sum(dy * self.y / self.scale, self.axes, self.size)
+        return [dy * self.factor - t(2 * self.beta * self.coef) * self.x * spread]
