@@ -9,19 +9,22 @@ FILLERS = {"weight_filler": {"type": "gaussian", "std": 0.5},
            "bias_filler": {"type": "gaussian", "std": 0.5}}
 
 
-def naive_deconv(x, w, b, stride, pad, group):
+def naive_deconv(x, w, b, stride, pad, group, dilation=(1, 1)):
     """Each input pixel adds its value times the kernel into a window of the output
-    (stride apart), over the output channels of its group; then the border is cut."""
+    (stride apart, taps dilation apart), over the output channels of its group; then
+    the border is cut."""
     n, cin, h, wd = x.shape
     _, cog, kh, kw = w.shape
-    (sh, sw), (ph, pw) = stride, pad
-    full = np.zeros((n, cog * group, sh * (h - 1) + kh, sw * (wd - 1) + kw))
+    (sh, sw), (ph, pw), (dh, dw) = stride, pad, dilation
+    full = np.zeros((n, cog * group, sh * (h - 1) + dh * (kh - 1) + 1,
+                     sw * (wd - 1) + dw * (kw - 1) + 1))
     cig = cin // group
     for c in range(cin):
         g = c // cig
         for i in range(h):
             for j in range(wd):
-                full[:, g * cog:(g + 1) * cog, i * sh:i * sh + kh, j * sw:j * sw + kw] += \
+                full[:, g * cog:(g + 1) * cog, i * sh:i * sh + dh * (kh - 1) + 1:dh,
+                     j * sw:j * sw + dw * (kw - 1) + 1:dw] += \
                     x[:, c, i, j][:, None, None, None] * w[c][None]
     y = full[:, :, ph:full.shape[2] - ph, pw:full.shape[3] - pw]
     return y + (b[None, :, None, None] if b is not None else 0)
@@ -38,6 +41,8 @@ DECONV_CASES = [
     dict(num_output=5, kernel_size=1),
     dict(num_output=2, kernel_size=1, stride=2),                             # gaps of zeros
     dict(num_output=3, kernel_size=2, stride=3),                             # kernel < stride
+    dict(num_output=3, kernel_size=3, stride=2, pad=2, dilation=2),          # dilated
+    dict(num_output=4, kernel_size=[2, 3], dilation=[3, 1], group=2),
 ]
 
 
@@ -50,9 +55,11 @@ def test_deconvolution_matches_the_scatter_definition_and_gradients(params):
     w = layer.blobs[0].data
     assert w.shape == (4, params["num_output"] // layer.group, layer.kh, layer.kw)
     b = layer.blobs[1].data if len(layer.blobs) > 1 else None
-    expected = naive_deconv(x, w, b, (layer.sh, layer.sw), (layer.ph, layer.pw), layer.group)
+    expected = naive_deconv(x, w, b, (layer.sh, layer.sw), (layer.ph, layer.pw), layer.group,
+                            (layer.dh, layer.dw))
     assert y.shape == top == expected.shape
-    assert top[2] == layer.sh * (3 - 1) + layer.kh - 2 * layer.ph   # Caffe's output size
+    # Caffe's output size
+    assert top[2] == layer.sh * (3 - 1) + layer.dh * (layer.kh - 1) + 1 - 2 * layer.ph
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
     assert_gradients(layer, [x])
 

@@ -1,7 +1,8 @@
 """Array kernels (im2col, col2im, GEMM, scratch buffers). Knows no layer, net or config."""
 from cnntrain.engine.accounting import gemm, kernel_time
-from cnntrain.engine.im2col import batch_chunk, col2im, conv_out_size, im2col, pad_to_nhwc
+from cnntrain.engine.im2col import (batch_chunk, col2im, conv_out_size, groups_to_nchw,
+                                    im2col, nchw_to_groups, pad_to_nhwc)
 from cnntrain.engine.workspace import Workspace
 
-__all__ = ["Workspace", "batch_chunk", "col2im", "conv_out_size", "gemm", "im2col",
-           "kernel_time", "pad_to_nhwc"]
+__all__ = ["Workspace", "batch_chunk", "col2im", "conv_out_size", "gemm", "groups_to_nchw",
+           "im2col", "kernel_time", "nchw_to_groups", "pad_to_nhwc"]

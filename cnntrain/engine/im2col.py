@@ -34,6 +34,22 @@ def pad_to_nhwc(x: np.ndarray, pad_h: int, pad_w: int, out: np.ndarray) -> np.nd
     return out
 
 
+def nchw_to_groups(a: np.ndarray, groups: int, out: np.ndarray) -> np.ndarray:
+    """NCHW ``a`` (m, G*k, h, w) as GEMM rows ``out`` (G, m*h*w, k): pixels in (n, y, x)
+    order, the k channels of each group in the columns."""
+    m, _, h, w = a.shape
+    out.reshape(groups, m, h, w, -1)[...] = a.reshape(m, groups, -1, h, w).transpose(1, 0, 3, 4, 2)
+    return out
+
+
+def groups_to_nchw(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """GEMM rows ``a`` (G, m*h*w, k) into NCHW ``out`` (m, G*k, h, w): the inverse."""
+    m, _, h, w = out.shape
+    groups = a.shape[0]
+    out.reshape(m, groups, -1, h, w)[...] = a.reshape(groups, m, h, w, -1).transpose(1, 0, 4, 2, 3)
+    return out
+
+
 def _windows(xp: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int, ho: int,
              wo: int, dh: int, dw: int) -> np.ndarray:
     """Read-only view (G, N, ho, wo, kh, kw, C/G) of every receptive field of NHWC ``xp``

@@ -5,10 +5,10 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine import (Workspace, batch_chunk, col2im, conv_out_size, gemm, im2col,
-                             pad_to_nhwc)
+from cnntrain.engine import (Workspace, batch_chunk, col2im, conv_out_size, gemm,
+                             groups_to_nchw, im2col, nchw_to_groups, pad_to_nhwc)
 from cnntrain.layers.base import Layer, SetupError, Shape, register
-from cnntrain.layers.geometry import pair
+from cnntrain.layers.geometry import conv_geometry, nchw
 
 
 @register("Convolution")
@@ -27,21 +27,12 @@ class Convolution(Layer):
     param_blocks = ("convolution_param",)
 
     def setup(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
-        (shape,) = bottom_shapes
-        if len(shape) != 4:
-            raise SetupError(f"needs a 4-D bottom (N, C, H, W), got shape {shape}", "bottom")
+        n, c, h, w = nchw(bottom_shapes)
         p = self.param("convolution_param")
-        n, c, h, w = shape
-        self.kh, self.kw = pair(p, "convolution_param", "kernel", None)
-        self.sh, self.sw = pair(p, "convolution_param", "stride", 1)
-        self.ph, self.pw = pair(p, "convolution_param", "pad", 0)
-        self.dh, self.dw = pair(p, "convolution_param", "dilation", 1)
+        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.group,
+         self.cout) = conv_geometry(p, "convolution_param", c)
         # The extent a dilated kernel spans: its taps are dh (dw) pixels apart.
         self.span_h, self.span_w = self.dh * (self.kh - 1) + 1, self.dw * (self.kw - 1) + 1
-        self.group, self.cout = p.group, p.num_output
-        if c % self.group or self.cout % self.group:
-            raise SetupError(f"group {self.group} must divide the input channels ({c}) and "
-                             f"num_output ({self.cout})", "convolution_param.group")
         if h + 2 * self.ph < self.span_h or w + 2 * self.pw < self.span_w:
             dilated = (f" (dilated to {self.span_h}x{self.span_w})"
                        if (self.dh, self.dw) != (1, 1) else "")
@@ -68,19 +59,6 @@ class Convolution(Layer):
         g, cog = self.group, self.cout // self.group
         w = self.blobs[0].data.reshape(g, cog, -1, self.kh, self.kw)
         return np.ascontiguousarray(w.transpose(0, 3, 4, 2, 1)).reshape(g, -1, cog)
-
-    def _to_grouped(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """NCHW ``a`` (m, G*k, h, w) into ``out`` (G, m*h*w, k)."""
-        m, _, h, w = a.shape
-        g = self.group
-        out.reshape(g, m, h, w, -1)[...] = a.reshape(m, g, -1, h, w).transpose(1, 0, 3, 4, 2)
-        return out
-
-    def _from_grouped(self, a: np.ndarray, out: np.ndarray) -> None:
-        """(G, m*h*w, k) ``a`` into NCHW ``out`` (m, G*k, h, w)."""
-        m, _, h, w = out.shape
-        g = self.group
-        out.reshape(m, g, -1, h, w)[...] = a.reshape(g, m, h, w, -1).transpose(1, 0, 4, 2, 3)
 
     def _columns(self, xp_chunk: np.ndarray, m: int) -> np.ndarray:
         if self.one_by_one and self.group == 1:
@@ -110,7 +88,7 @@ class Convolution(Layer):
             m = min(step, n - a)
             yb = out[:, :m * hw]
             gemm(self._columns(xp[a:a + m], m), self.wmat, out=yb)
-            self._from_grouped(yb, y[a:a + m])
+            groups_to_nchw(yb, y[a:a + m])
         if len(self.blobs) > 1:
             y += self.blobs[1].data.reshape(1, -1, 1, 1)
         return [y]
@@ -132,7 +110,7 @@ class Convolution(Layer):
         dw_tmp = self.ws.get("dw", self.wmat.shape, dy.dtype)
         for a in range(0, n, step):
             m = min(step, n - a)
-            dyb = self._to_grouped(dy[a:a + m], dyb_all[:, :m * hw])
+            dyb = nchw_to_groups(dy[a:a + m], self.group, dyb_all[:, :m * hw])
             col = self._columns(xp[a:a + m], m)
             gemm(col.transpose(0, 2, 1), dyb, out=dw_tmp)
             dw_sum += dw_tmp
@@ -161,7 +139,7 @@ class Convolution(Layer):
                    self.dh, self.dw)
             dx_chunk[...] = dxp[:, self.ph:self.ph + h, self.pw:self.pw + w, :].transpose(0, 3, 1, 2)
             return
-        self._from_grouped(dxb, dx_chunk)
+        groups_to_nchw(dxb, dx_chunk)
 
     def _full_convolution_pays(self, c: int, h: int, w: int) -> bool:
         """Stride 1 allows the full-convolution form of dx. Its columns hold Cout*H*W

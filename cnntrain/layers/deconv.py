@@ -5,23 +5,10 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine import Workspace, batch_chunk, col2im, im2col, pad_to_nhwc
+from cnntrain.engine import (Workspace, batch_chunk, col2im, gemm, groups_to_nchw, im2col,
+                             nchw_to_groups, pad_to_nhwc)
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
-
-
-def nchw_to_groups(a: np.ndarray, groups: int, out: np.ndarray) -> np.ndarray:
-    """NCHW ``a`` (m, G*k, h, w) as GEMM rows ``out`` (G, m*h*w, k)."""
-    m, _, h, w = a.shape
-    out.reshape(groups, m, h, w, -1)[...] = a.reshape(m, groups, -1, h, w).transpose(1, 0, 3, 4, 2)
-    return out
-
-
-def groups_to_nchw(a: np.ndarray, out: np.ndarray) -> None:
-    """GEMM rows ``a`` (G, m*h*w, k) into NCHW ``out`` (m, G*k, h, w)."""
-    m, _, h, w = out.shape
-    groups = a.shape[0]
-    out.reshape(m, groups, -1, h, w)[...] = a.reshape(groups, m, h, w, -1).transpose(1, 0, 4, 2, 3)
 
 
 @register("Deconvolution")
@@ -29,7 +16,7 @@ class Deconvolution(Layer):
     """Caffe's Deconvolution: the transpose (adjoint) of a Convolution.
 
     Weights are (C_in, C_out/group, kh, kw), bias (C_out,); the output is
-    ``stride*(in - 1) + kernel - 2*pad`` per spatial axis. Each input pixel scatters
+    ``stride*(in - 1) + dilation*(kernel - 1) + 1 - 2*pad`` per spatial axis. Each input pixel scatters
     its channel vector times the kernel into a window of the (padded) output, and the
     border ``pad`` is cut off. That is a Convolution's input gradient with the same
     weights, so the forward is ``col2im(x @ Wᵀ)`` and the backward is a Convolution's
@@ -42,10 +29,11 @@ class Deconvolution(Layer):
     def setup(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         n, c, h, w = nchw(bottom_shapes)
         p = self.param("convolution_param")
-        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.group,
+        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.group,
          self.cout) = conv_geometry(p, "convolution_param", c)
-        self.ho = self.sh * (h - 1) + self.kh - 2 * self.ph
-        self.wo = self.sw * (w - 1) + self.kw - 2 * self.pw
+        # A dilated kernel's taps are dilation pixels apart: it spans d*(k-1)+1.
+        self.ho = self.sh * (h - 1) + self.dh * (self.kh - 1) + 1 - 2 * self.ph
+        self.wo = self.sw * (w - 1) + self.dw * (self.kw - 1) + 1 - 2 * self.pw
         if self.ho < 1 or self.wo < 1:
             raise SetupError(f"pad {self.ph}x{self.pw} leaves no output ({self.ho}x{self.wo}) "
                              f"for a {h}x{w} input", "convolution_param.pad")
@@ -86,10 +74,10 @@ class Deconvolution(Layer):
             m = min(step, n - a)
             xb = nchw_to_groups(x[a:a + m], g, self.ws.get("xb", (g, m * h * w, c // g), x.dtype))
             col = self.ws.get("col", (g, m * h * w, self.wmat.shape[1]), x.dtype)
-            np.matmul(xb, self.wmat.transpose(0, 2, 1), out=col)
+            gemm(xb, self.wmat.transpose(0, 2, 1), out=col)
             yp = self._padded("yp", m, x.dtype)
             yp[...] = 0
-            col2im(col, self.kh, self.kw, self.sh, self.sw, h, w, yp)
+            col2im(col, self.kh, self.kw, self.sh, self.sw, h, w, yp, self.dh, self.dw)
             y[a:a + m] = yp[:, self.ph:self.ph + self.ho, self.pw:self.pw + self.wo].transpose(
                 0, 3, 1, 2)
         if len(self.blobs) > 1:
@@ -110,11 +98,12 @@ class Deconvolution(Layer):
             m = min(step, n - a)
             dyp = pad_to_nhwc(dy[a:a + m], self.ph, self.pw, self._padded("dyp", m, dy.dtype))
             col = im2col(dyp, self.kh, self.kw, self.sh, self.sw, h, w,
-                         self.ws.get("col", (g, m * h * w, self.wmat.shape[1]), dy.dtype))
+                         self.ws.get("col", (g, m * h * w, self.wmat.shape[1]), dy.dtype),
+                         self.dh, self.dw)
             xb = nchw_to_groups(x[a:a + m], g, self.ws.get("xb", (g, m * h * w, c // g), x.dtype))
-            dw += np.matmul(col.transpose(0, 2, 1), xb)
+            dw += gemm(col.transpose(0, 2, 1), xb)
             if dx is not None:
-                groups_to_nchw(np.matmul(col, self.wmat), dx[a:a + m])
+                groups_to_nchw(gemm(col, self.wmat), dx[a:a + m])
         cg, cog = c // g, self.cout // g
         self.blobs[0].diff.reshape(g, cg, cog, self.kh, self.kw)[...] += \
             dw.reshape(g, self.kh, self.kw, cog, cg).transpose(0, 4, 3, 1, 2)

@@ -37,18 +37,21 @@ class ConvGeometry(NamedTuple):
     sw: int
     ph: int
     pw: int
+    dh: int
+    dw: int
     group: int
     cout: int
 
 
 def conv_geometry(block: Any, name: str, channels: int) -> ConvGeometry:
-    """A convolution_param's kernel, stride, pad, group and num_output, with the group
-    checked against ``channels`` (the bottom's) and num_output."""
+    """A convolution_param's kernel, stride, pad, dilation, group and num_output, with
+    the group checked against ``channels`` (the bottom's) and num_output."""
     if channels % block.group or block.num_output % block.group:
         raise SetupError(f"group {block.group} must divide the input channels ({channels}) and "
                          f"num_output ({block.num_output})", f"{name}.group")
     return ConvGeometry(*pair(block, name, "kernel", None), *pair(block, name, "stride", 1),
-                        *pair(block, name, "pad", 0), block.group, block.num_output)
+                        *pair(block, name, "pad", 0), *pair(block, name, "dilation", 1),
+                        block.group, block.num_output)
 
 
 def nchw(bottom_shapes) -> tuple[int, int, int, int]:
