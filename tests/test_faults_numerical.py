@@ -140,7 +140,8 @@ BATCHNORM_CONFIG = CONFIG.replace(
     "      convolution_param: {num_output: 4, kernel_size: 3, stride: 2, pad: 1,\n"
     "                          weight_filler: {type: constant, value: 0},\n"
     "                          bias_filler: {type: constant, value: 1}}\n"
-    "    - name: bn1\n      type: BatchNorm\n      bottom: conv1\n      top: conv1\n")
+    "    - name: bn1\n      type: BatchNorm\n      bottom: conv1\n      top: bn1\n"
+).replace("bottom: conv1\n      top: pool1", "bottom: bn1\n      top: pool1")
 
 
 def test_zero_variance_batches_for_batchnorm_stay_finite_or_stop_clearly(tmp_path, data):
