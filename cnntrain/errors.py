@@ -5,11 +5,41 @@ raises a subclass of :class:`CnnTrainError`; the CLI prints ``str(error)`` and e
 """
 from __future__ import annotations
 
+import errno
+import unicodedata
+
+MAX_MESSAGE = 1000   # longer messages (a 5000-character key in a config) lose their middle
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters and line breaks escaped (a config key or a
+    member name may hold any of them) and an over-long middle elided."""
+    if not text.isprintable():
+        text = "".join(repr(c)[1:-1] if unicodedata.category(c)[0] in "CZ" and c != " " else c
+                       for c in text)
+    if len(text) > MAX_MESSAGE:
+        text = f"{text[:MAX_MESSAGE * 2 // 3]} [...] {text[-MAX_MESSAGE // 3:]}"
+    return text
+
+
+def os_error_reason(err: OSError) -> str:
+    """Why a file operation failed, in words: "the disk is full" for ENOSPC, else the
+    first line of the system's (or HDF5's, which spans lines) message."""
+    if err.errno == errno.ENOSPC:
+        return "the disk is full (no space left on device)"
+    if err.errno == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    text = err.strerror if isinstance(err.strerror, str) and err.strerror else str(err)
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
 
 class CnnTrainError(Exception):
-    """Base class: the message is complete and fits on one line."""
+    """Base class: the message is complete and fits on one line (enforced here)."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *args):
+        super().__init__(one_line(str(message)), *args)
 
 
 class ConfigError(CnnTrainError):

@@ -9,6 +9,7 @@ from cnntrain.blob import Param
 from cnntrain.config.specs import LayerSpec, NetSpec
 from cnntrain.errors import ConfigError
 from cnntrain.layers import LAYER_TYPES, BuildContext, Layer, SetupError
+from cnntrain.layers.base import check_count
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Net:
         bottoms = [latest[b] for b in spec.bottom]
         try:
             top_shapes = layer.setup([self.shapes[b] for b in bottoms])
+            for name, shape in zip(spec.top, top_shapes):
+                check_count(shape, f"top '{name}'", "top")
         except SetupError as err:
             raise spec.error(str(err), err.field) from None
         self._register_params(layer)

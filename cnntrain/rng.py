@@ -30,5 +30,16 @@ class RngStreams:
         return json.dumps({name: g.bit_generator.state for name, g in self._streams.items()})
 
     def set_state(self, text: str) -> None:
-        for name, state in json.loads(text).items():
-            self.get(name).bit_generator.state = state
+        """Restore :meth:`state`; anything else is a ValueError that says what is wrong."""
+        try:
+            states = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"the random generator state is not JSON ({err})") from None
+        if not isinstance(states, dict):
+            raise ValueError("the random generator state is not a mapping of streams")
+        for name, state in states.items():
+            try:
+                self.get(str(name)).bit_generator.state = state
+            except (ValueError, TypeError, KeyError) as err:
+                raise ValueError(f"the random generator state of stream '{name}' is invalid "
+                                 f"({err})") from None

@@ -3,10 +3,27 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from cnntrain.errors import CnnTrainError, os_error_reason
 from cnntrain.snapshot import atomic_write
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a run folder's writer may be another process)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # it exists but belongs to someone else
+        return True
+    return True
+
 
 METRIC_FIELDS = ("iter", "loss", "lr", "test_loss", "test_accuracy", "seconds")
 
@@ -22,13 +39,38 @@ class RunDir:
 
     def start(self, config_text: str, resume_iter: int | None) -> None:
         """Create the folder; a fresh run starts new files, a resume keeps earlier rows."""
-        self.snapshots.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path / "config.yaml", lambda p: p.write_text(config_text))
+        with self._writing(self.path):
+            self.snapshots.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temporaries()
+        with self._writing(self.path / "config.yaml"):
+            atomic_write(self.path / "config.yaml", lambda p: p.write_text(config_text))
+        with self._writing(self.metrics_path):
+            if resume_iter is None:
+                self._rewrite_metrics([])
+            else:
+                self._rewrite_metrics(self._rows_until(resume_iter))
         if resume_iter is None:
-            self._rewrite_metrics([])
-            self.log_path.write_text("")
-        else:
-            self._rewrite_metrics(self._rows_until(resume_iter))
+            with self._writing(self.log_path):
+                self.log_path.write_text("")
+
+    @staticmethod
+    @contextmanager
+    def _writing(path: Path):
+        """A failed write of a run file (the disk full, a read-only folder) is a
+        one-line error naming the file."""
+        try:
+            yield
+        except OSError as err:
+            raise CnnTrainError(f"could not write {path}: {os_error_reason(err)}") from None
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete the half-written ``.NAME.tmp-PID`` files of runs that were killed
+        (``atomic_write`` removes its own on any error it lives through)."""
+        for folder in (self.path, self.snapshots):
+            for tmp in folder.glob(".*.tmp-*"):
+                pid = tmp.name.rsplit(".tmp-", 1)[1]
+                if pid.isdigit() and not _alive(int(pid)):
+                    tmp.unlink(missing_ok=True)
 
     def _rows_until(self, iteration: int) -> list[dict]:
         """Rows up to the resumed iteration: later ones will be trained again."""
@@ -46,13 +88,13 @@ class RunDir:
         atomic_write(self.metrics_path, lambda p: p.write_text(buf.getvalue()))
 
     def metric(self, **row) -> None:
-        with open(self.metrics_path, "a", newline="") as f:
+        with self._writing(self.metrics_path), open(self.metrics_path, "a", newline="") as f:
             csv.DictWriter(f, METRIC_FIELDS).writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
     def log(self, line: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.log_path, "a") as f:
+        with self._writing(self.log_path), open(self.log_path, "a") as f:
             f.write(f"{stamp} {line}\n")
 
     def snapshot_path(self, iteration: int) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnntrain.errors import SnapshotError
+from cnntrain.errors import SnapshotError, os_error_reason
 
 FORMAT = "cnntrain-snapshot"
 VERSION = 1
@@ -79,24 +79,23 @@ def save_snapshot(path: Path, *, params, config: str, iteration: int, solver_typ
     ``params`` is the net's ``param_keys`` list of (layer, index, Param); ``history``
     lists each parameter's solver buffers in the same order.
     """
-    import h5py
+    from cnntrain.safe_hdf5 import write_hdf5
 
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(format=FORMAT, version=VERSION, iter=iteration, solver_type=solver_type,
-                           rng=rng, config=config)
-            for (layer, i, p), buffers in zip(params, history):
-                f.create_dataset(f"data/{layer}/{i}", data=p.data)
-                for k, buf in enumerate(buffers):
-                    f.create_dataset(f"solver/history/{layer}/{i}/{k}", data=buf)
-            for layer, state in data_state.items():
-                for key, value in state.items():
-                    f.create_dataset(f"state/data/{layer}/{key}", data=value)
+    def build(f) -> None:
+        f.attrs.update(format=FORMAT, version=VERSION, iter=iteration, solver_type=solver_type,
+                       rng=rng, config=config)
+        for (layer, i, p), buffers in zip(params, history):
+            f.create_dataset(f"data/{layer}/{i}", data=p.data)
+            for k, buf in enumerate(buffers):
+                f.create_dataset(f"solver/history/{layer}/{i}/{k}", data=buf)
+        for layer, state in data_state.items():
+            for key, value in state.items():
+                f.create_dataset(f"state/data/{layer}/{key}", data=value)
 
     try:
-        atomic_write(path, write)
+        atomic_write(path, lambda tmp: write_hdf5(tmp, build))
     except OSError as err:
-        raise SnapshotError(f"could not write snapshot {path}: {err.strerror or err}") from None
+        raise SnapshotError(f"could not write snapshot {path}: {os_error_reason(err)}") from None
 
 
 def _weights(group) -> dict[tuple[str, int], np.ndarray]:
@@ -107,24 +106,51 @@ def _weights(group) -> dict[tuple[str, int], np.ndarray]:
     return out
 
 
+def _attr(path: Path, attrs, name: str, kind: type):
+    """A scalar attribute of the snapshot, checked to be text or a non-negative integer."""
+    if name not in attrs:
+        raise SnapshotError(f"{path} lacks the '{name}' attribute of a cnntrain snapshot")
+    value = attrs[name]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    shown = repr(value) if len(repr(value)) < 60 else f"{type(value).__name__} {np.shape(value)}"
+    want = "text" if kind is str else "a non-negative integer"
+    raise SnapshotError(f"{path}: attribute '{name}' is {shown}, not {want}")
+
+
 def load_snapshot(path: str | Path) -> Snapshot:
-    """Read a snapshot, or any HDF5 file with Caffe's ``data/<layer>/<i>`` weights."""
+    """Read a snapshot, or any HDF5 file with Caffe's ``data/<layer>/<i>`` weights.
+
+    The file is checked first (:mod:`cnntrain.safe_hdf5`): no links to other files, no
+    plugin filters, no oversized or non-numeric datasets."""
     import h5py
+
+    from cnntrain.safe_hdf5 import UnsafeFile, check_file
 
     path = Path(path)
     if not path.is_file():
         raise SnapshotError(f"snapshot {path} not found")
     try:
         with h5py.File(path, "r") as f:
+            try:
+                check_file(f, numeric_only=True)
+            except UnsafeFile as err:
+                raise SnapshotError(f"refusing to read {path}: {err}") from None
             if "data" not in f:
                 raise SnapshotError(f"{path} holds no weights (no 'data' group): not a snapshot")
             snap = Snapshot(str(path), _weights(f["data"]))
             attrs = f.attrs
             if attrs.get("format") == FORMAT:
-                snap.config = str(attrs["config"])
-                snap.iteration = int(attrs["iter"])
-                snap.solver_type = str(attrs["solver_type"])
-                snap.rng = str(attrs["rng"])
+                snap.config = _attr(path, attrs, "config", str)
+                snap.iteration = _attr(path, attrs, "iter", int)
+                snap.solver_type = _attr(path, attrs, "solver_type", str)
+                snap.rng = _attr(path, attrs, "rng", str)
                 for layer, sub in f.get("solver/history", {}).items():
                     for idx, bufs in sub.items():
                         snap.history[(layer, int(idx))] = [bufs[str(k)][()]
@@ -134,7 +160,9 @@ def load_snapshot(path: str | Path) -> Snapshot:
             return snap
     except SnapshotError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as err:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as err:
+        # h5py's errors for damaged files, and the odd structure (a dataset where a
+        # group belongs) that h5py reports as a KeyError, TypeError or AttributeError.
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise SnapshotError(f"{path} is not a readable snapshot (truncated or corrupt?): "
                             f"{reason}") from None
@@ -148,16 +176,28 @@ def copy_weights(net, snap: Snapshot, *, strict: bool) -> list[str]:
     mismatch is an error either way.
     """
     copied = []
+    if strict:
+        for layer, i, _ in net.param_keys:
+            if (layer, i) not in snap.weights:
+                raise SnapshotError(f"{snap.path} has no weights for layer '{layer}' param {i}: "
+                                    "it was made for a different net")
+        extra = sorted(set(snap.weights) - {(layer, i) for layer, i, _ in net.param_keys})
+        if extra:
+            layer, i = extra[0]
+            raise SnapshotError(f"{snap.path} has weights for layer '{layer}' param {i}, which "
+                                "this net does not have: it was made for a different net")
     for layer, i, p in net.param_keys:
         saved = snap.weights.get((layer, i))
         if saved is None:
-            if strict:
-                raise SnapshotError(f"{snap.path} has no weights for layer '{layer}' param {i}: "
-                                    "it was made for a different net")
             continue
         if saved.shape != p.data.shape:
             raise SnapshotError(f"{snap.path}: layer '{layer}' param {i} has shape "
                                 f"{saved.shape} in the file but {p.data.shape} in the net")
+        if saved.dtype.kind != "f":
+            raise SnapshotError(f"{snap.path}: layer '{layer}' param {i} holds {saved.dtype} "
+                                "values, not floating point weights")
+        if not np.all(np.isfinite(saved)):
+            raise SnapshotError(f"{snap.path}: layer '{layer}' param {i} holds NaN or inf")
         p.data[...] = saved
         copied.append(layer)
     return sorted(set(copied))

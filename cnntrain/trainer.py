@@ -77,6 +77,9 @@ class Trainer:
         snap = load_snapshot(path)
         if not snap.resumable:
             raise SnapshotError(f"{path} holds weights only; use --weights to fine-tune from it")
+        if snap.iteration > self.s.max_iter:
+            raise SnapshotError(f"{path} is at iteration {snap.iteration}, past the config's "
+                                f"max_iter {self.s.max_iter}: nothing left to train")
         if snap.solver_type != self.solver.type_name:
             raise SnapshotError(f"{path} was made by the {snap.solver_type} solver but the config "
                                 f"uses {self.solver.type_name}; pass --weights to start over "
@@ -85,11 +88,13 @@ class Trainer:
         history = [snap.history.get((layer, i)) for layer, i, _ in self.train_net.param_keys]
         if any(h is None for h in history):
             raise SnapshotError(f"{path} lacks solver history for some parameters")
+        if not all(np.all(np.isfinite(buf)) for bufs in history for buf in bufs):
+            raise SnapshotError(f"{path}: the solver history holds NaN or inf")
         try:
             self.solver.load_state(history, snap.iteration)
+            self.rngs.set_state(snap.rng)
         except ValueError as err:
             raise SnapshotError(f"{path}: {err}") from None
-        self.rngs.set_state(snap.rng)
         for layer in self.train_net.data_layers():
             state = snap.data_state.get(layer.name)
             if state is None:
@@ -203,12 +208,23 @@ class Trainer:
         return ev
 
     def _snapshot(self) -> Path:
+        # An update can overflow the weights after a finite loss and gradient; such a
+        # state is never written (the next forward would report it, one snapshot late).
+        bad = self._first_bad_weight()
+        if bad:
+            self._diverged("a weight is not finite after the update", bad)
         path = self.run.snapshot_path(self.solver.iter)
-        save_snapshot(path, params=self.train_net.param_keys, config=self.exp.text,
-                      iteration=self.solver.iter, solver_type=self.solver.type_name,
-                      history=self.solver.state(), rng=self.rngs.state(),
-                      data_state={layer.name: layer.extra_state()
-                                  for layer in self.train_net.data_layers()})
+        try:
+            save_snapshot(path, params=self.train_net.param_keys, config=self.exp.text,
+                          iteration=self.solver.iter, solver_type=self.solver.type_name,
+                          history=self.solver.state(), rng=self.rngs.state(),
+                          data_state={layer.name: layer.extra_state()
+                                      for layer in self.train_net.data_layers()})
+        except SnapshotError as err:
+            # The failed write left nothing behind; say what the user still has.
+            kept = (f"the last good snapshot is {self.last_snapshot}" if self.last_snapshot
+                    else "no earlier snapshot was written")
+            raise SnapshotError(f"{err}; {kept}") from None
         self.run.log(f"snapshot {path}")
         self.last_snapshot = path
         for removed in self.run.prune_snapshots(self.s.snapshot_keep):
@@ -232,6 +248,12 @@ class Trainer:
                     return f"first non-finite gradient: layer '{node.layer.name}' param {i}"
         return ""
 
+    def _first_bad_weight(self) -> str:
+        for layer, i, p in self.train_net.param_keys:
+            if not np.all(np.isfinite(p.data)):
+                return f"first non-finite weight: layer '{layer}' param {i}"
+        return ""
+
     def _diverged(self, what: str, where: str) -> None:
         """Stop before the update, so no NaN weights are ever written."""
         parts = [f"training diverged at iteration {self.solver.iter}: {what}"]
@@ -250,10 +272,15 @@ def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None
     (``tta``: also average the softmax over the views of ``evaluate.TTA_VIEWS[tta]``)."""
     from cnntrain.config import experiment_from_text
 
+    from cnntrain.errors import ConfigError
+
     snap: Snapshot = load_snapshot(path)
     if snap.config is None:
         raise SnapshotError(f"{path} holds no config: it is a weights-only file")
-    exp = experiment_from_text(snap.config, f"{path}:config")
+    try:
+        exp = experiment_from_text(snap.config, f"{path}:config")
+    except ConfigError as err:
+        raise SnapshotError(f"the config stored in the snapshot is invalid: {err}") from None
     ctx = BuildContext(rngs=RngStreams(exp.solver.random_seed),
                        data_dir=None if data_dir is None else Path(data_dir), notify=notify)
     test_net = Net(exp.net, "TEST", ctx)  # only the TEST net: no training data to load

@@ -175,6 +175,7 @@ def test_local_archive_with_official_md5_is_used_silently(tmp_path, monkeypatch)
 
 
 # ------------------------------------------------------------------ hostile pickles
+@pytest.mark.hostile_file
 def test_pickle_calling_os_system_runs_nothing(tmp_path):
     sentinel = tmp_path / "pwned"
     payload = f"cos\nsystem\n(S'touch {sentinel}'\ntR.".encode()
@@ -190,6 +191,7 @@ def test_pickle_calling_os_system_runs_nothing(tmp_path):
     assert sentinel.exists()
 
 
+@pytest.mark.hostile_file
 def test_pickle_built_by_reduce_with_posix_system_is_refused(tmp_path):
     sentinel = tmp_path / "pwned"
 
@@ -202,6 +204,7 @@ def test_pickle_built_by_reduce_with_posix_system_is_refused(tmp_path):
     assert not sentinel.exists()
 
 
+@pytest.mark.hostile_file
 def test_pickle_importing_another_module_imports_nothing(tmp_path, monkeypatch):
     sentinel = tmp_path / "imported"
     (tmp_path / "cnntrain_evil_mod.py").write_text(f"open({str(sentinel)!r}, 'w').close()\n")
@@ -219,6 +222,7 @@ def test_pickle_importing_another_module_imports_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("module, name", [("numpy", "load"), ("builtins", "eval"),
                                           ("numpy.core.multiarray", "frombuffer"),
                                           ("__builtin__", "getattr")])
+@pytest.mark.hostile_file
 def test_only_array_rebuilding_globals_are_allowed(module, name):
     with pytest.raises(DatasetError, match=f"refusing to load {module}.{name} from f:"):
         load_pickle(f"c{module}\n{name}\n.".encode(), "f")
@@ -245,12 +249,14 @@ class _FakeArray:
                 (1, shape, np.dtype(np.uint8), False, raw))
 
 
+@pytest.mark.hostile_file
 def test_array_claiming_more_elements_than_its_bytes_is_refused():
     data = py2_dumps({"data": _FakeArray((0,), (10 ** 6, 3072), b"\x00" * 100)})
     with pytest.raises(DatasetError, match=r"^batch.bin is truncated or corrupt: "):
         load_pickle(data, "batch.bin")
 
 
+@pytest.mark.hostile_file
 def test_array_shell_with_a_huge_shape_is_refused_before_allocating():
     data = py2_dumps({"data": _FakeArray((10 ** 12, 10 ** 6), (0,), b"")})
     with pytest.raises(DatasetError, match="not empty"):
@@ -258,6 +264,7 @@ def test_array_shell_with_a_huge_shape_is_refused_before_allocating():
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.99])
+@pytest.mark.hostile_file
 def test_truncated_pickle_is_one_line_error_naming_the_file(tmp_path, cut):
     folder = write_folder(tmp_path, make_fake("cifar10"), "python")
     batch = folder / "test_batch"
@@ -267,6 +274,7 @@ def test_truncated_pickle_is_one_line_error_naming_the_file(tmp_path, cut):
     assert one_line_error(excinfo).startswith(f"{batch} is truncated or corrupt: ")
 
 
+@pytest.mark.hostile_file
 def test_garbage_instead_of_a_pickle_is_reported(tmp_path):
     folder = write_folder(tmp_path, make_fake("cifar10"), "python")
     (folder / "batches.meta").write_bytes(b"\x00not a pickle at all")
@@ -286,6 +294,7 @@ def test_garbage_instead_of_a_pickle_is_reported(tmp_path):
      "label 10 of picture 1 is outside 0..9"),
     ({"data": np.zeros((2, 3072), np.uint8), "labels": [-1, 0]}, "label -1 of picture 0"),
 ])
+@pytest.mark.hostile_file
 def test_malformed_python_batch_names_the_file(tmp_path, record, complaint):
     folder = write_folder(tmp_path, make_fake("cifar10"), "python")
     (folder / "test_batch").write_bytes(py2_dumps(record))
@@ -313,6 +322,7 @@ def test_missing_member_in_an_archive_is_named(tmp_path):
 @pytest.mark.parametrize("name, file, record", [("cifar10", "data_batch_4.bin", 3073),
                                                 ("cifar100", "train.bin", 3074)])
 @pytest.mark.parametrize("change", [b"\x00", -1])
+@pytest.mark.hostile_file
 def test_binary_file_of_wrong_length_is_refused(tmp_path, name, file, record, change):
     folder = write_folder(tmp_path, make_fake(name), "binary")
     data = (folder / file).read_bytes()
@@ -324,6 +334,7 @@ def test_binary_file_of_wrong_length_is_refused(tmp_path, name, file, record, ch
 
 
 @pytest.mark.parametrize("offset, limit", [(0, 19), (1, 99)])  # coarse byte, then fine byte
+@pytest.mark.hostile_file
 def test_binary_label_out_of_range_is_refused(tmp_path, offset, limit):
     folder = write_folder(tmp_path, make_fake("cifar100"), "binary")
     data = bytearray((folder / "test.bin").read_bytes())
@@ -347,6 +358,7 @@ def _good_archive(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("keep", [0.5, -4])   # cut in the middle; cut only the gzip trailer
+@pytest.mark.hostile_file
 def test_truncated_tar_gz_is_reported(tmp_path, keep):
     archive = _good_archive(tmp_path)
     data = archive.read_bytes()
@@ -356,6 +368,7 @@ def test_truncated_tar_gz_is_reported(tmp_path, keep):
     assert one_line_error(excinfo).startswith(f"{archive} is truncated or corrupt: ")
 
 
+@pytest.mark.hostile_file
 def test_not_a_gzip_file_is_reported(tmp_path):
     (tmp_path / "cifar-10-binary.tar.gz").write_bytes(b"PK\x03\x04 this is a zip" * 10)
     with pytest.raises(DatasetError, match="cifar-10-binary.tar.gz is truncated or corrupt"):
@@ -380,6 +393,7 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("bad, complaint", HOSTILE, ids=[h[1] for h in HOSTILE])
+@pytest.mark.hostile_file
 def test_hostile_member_is_refused_even_when_not_wanted(tmp_path, bad, complaint):
     archive = add_members(tmp_path / "x.tar.gz", [(member("cifar-10-batches-py/ok"), b"fine"),
                                                   (bad, b"evil")])
@@ -391,6 +405,7 @@ def test_hostile_member_is_refused_even_when_not_wanted(tmp_path, bad, complaint
         assert complaint in message
 
 
+@pytest.mark.hostile_file
 def test_hostile_member_in_a_dataset_archive_stops_loading(tmp_path):
     folder = write_folder(tmp_path / "s", make_fake("cifar10"), "python")
     files = [(member(f"cifar-10-batches-py/{p.name}"), p.read_bytes())
@@ -417,6 +432,7 @@ def test_extract_safely_puts_everything_in_place(tmp_path):
 
 
 @pytest.mark.parametrize("bad, complaint", HOSTILE[:4], ids=[h[1] for h in HOSTILE[:4]])
+@pytest.mark.hostile_file
 def test_extract_safely_leaves_nothing_behind_on_a_bad_member(tmp_path, bad, complaint):
     archive = add_members(tmp_path / "x.tar.gz", [(member("d/a"), b"A" * 5000), (bad, b"evil")])
     with pytest.raises(DatasetError, match=complaint):
@@ -425,6 +441,7 @@ def test_extract_safely_leaves_nothing_behind_on_a_bad_member(tmp_path, bad, com
     assert not (tmp_path.parent / "evil").exists()
 
 
+@pytest.mark.hostile_file
 def test_extract_safely_leaves_nothing_behind_on_a_truncated_archive(tmp_path):
     archive = add_members(tmp_path / "x.tar.gz",
                           [(member("d/a"), os.urandom(4000)), (member("d/b"), os.urandom(40000))])

@@ -156,6 +156,7 @@ def one_error_line(result, code=3):
 
 
 @pytest.mark.parametrize("cut", [0.5, -4])   # mid-archive; only the gzip trailer
+@pytest.mark.hostile_file
 def test_truncated_archive_is_a_clear_error_and_writes_nothing(c100, cut):
     tmp, _, archive = c100
     data = archive.read_bytes()
@@ -165,6 +166,7 @@ def test_truncated_archive_is_a_clear_error_and_writes_nothing(c100, cut):
     assert nothing_written(tmp)
 
 
+@pytest.mark.hostile_file
 def test_not_an_archive_is_a_clear_error(c100):
     tmp, _, archive = c100
     archive.write_bytes(b"<html>404 not found</html>" * 50)
@@ -185,6 +187,7 @@ def _archive_with(tmp, extra, name="hostile.tar.gz"):
     (member("/tmp/cnntrain-test-evil"), "has an absolute path"),
     (member("cifar-100-python/link", tarfile.SYMTYPE, "/etc/passwd"), "is a symbolic link"),
 ])
+@pytest.mark.hostile_file
 def test_tar_member_escaping_the_folder_is_refused(tmp_path, bad, words):
     archive = _archive_with(tmp_path, (bad, b"evil"))
     line = one_error_line(port(tmp_path, "cifar100", source=archive))
@@ -193,6 +196,7 @@ def test_tar_member_escaping_the_folder_is_refused(tmp_path, bad, words):
     assert not (tmp_path.parent / "evil").exists() and not Path("/tmp/cnntrain-test-evil").exists()
 
 
+@pytest.mark.hostile_file
 def test_pickle_importing_anything_else_is_refused_without_running(tmp_path):
     sentinel = tmp_path / "pwned"
     payload = f"cos\nsystem\n(S'touch {sentinel}'\ntR.".encode()

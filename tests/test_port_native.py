@@ -145,6 +145,7 @@ def test_statistics_are_those_of_the_train_split_exactly(tmp_path):
     ("version", "native format version 99"),
     ("label", "'labels' holds 200, outside 0..99"),
 ])
+@pytest.mark.hostile_file
 def test_damaged_native_file_is_a_one_line_error(tmp_path, damage, complaint):
     _, _, paths = _write_split(tmp_path)
     path = paths["train"]

@@ -47,12 +47,13 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(snap_mod.os, "replace", boom)
-    with pytest.raises(SnapshotError, match="No space left"):
+    with pytest.raises(SnapshotError, match="the disk is full"):
         save(net, path, iteration=2)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["s.h5"]
 
 
+@pytest.mark.hostile_file
 def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
     net = build(LAYERS)
     path = tmp_path / "s.h5"
@@ -72,6 +73,7 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
         load_snapshot(tmp_path / "empty.h5")
 
 
+@pytest.mark.hostile_file
 def test_snapshot_from_another_net_is_refused(tmp_path):
     path = tmp_path / "s.h5"
     save(build(LAYERS), path)

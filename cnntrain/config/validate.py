@@ -49,7 +49,10 @@ def _scalar(kind: str, value: Any, fail) -> Any:
             fail(f"must be a number, got {_type_name(value)} {value!r}")
         if value != value or value in (float("inf"), float("-inf")):
             fail(f"must be finite, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the largest float
+            fail(f"must be finite, got an integer of {len(str(abs(value)))} digits")
     if kind == "bool":
         if not isinstance(value, bool):
             fail(f"must be true or false, got {_type_name(value)} {value!r}")

@@ -55,6 +55,8 @@ def load_yaml_text(text: str, file: str) -> Any:
         raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"invalid YAML: {str(err).splitlines()[0]}", file=file) from None
+    except RecursionError:  # PyYAML parses and builds nested collections recursively
+        raise ConfigError("invalid YAML: nested too deeply", file=file) from None
 
 
 def load_yaml_file(path: Path) -> Any:

@@ -50,7 +50,19 @@ class BatchSampler:
                 "epoch": np.int64(self.epoch)}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        order = np.asarray(state["order"], dtype=np.int64)
+        """Restore :meth:`state`; a ValueError says what does not fit this dataset."""
+        missing = {"order", "cursor", "epoch"} - set(state)
+        if missing:
+            raise ValueError(f"data position lacks {', '.join(sorted(missing))}")
+        order = np.asarray(state["order"])
         if order.shape != (self.size,):
             raise ValueError(f"data order has {order.size} entries, the dataset {self.size}")
-        self.order, self.cursor, self.epoch = order, int(state["cursor"]), int(state["epoch"])
+        if order.dtype.kind not in "iu" or not np.array_equal(np.sort(order),
+                                                              np.arange(self.size)):
+            raise ValueError(f"data order is not a permutation of the {self.size} images")
+        cursor, epoch = (np.asarray(state[k]) for k in ("cursor", "epoch"))
+        if cursor.shape or epoch.shape or cursor.dtype.kind not in "iu" \
+                or epoch.dtype.kind not in "iu" or not 0 <= int(cursor) <= self.size \
+                or int(epoch) < 0:
+            raise ValueError(f"data cursor {cursor} or epoch {epoch} is out of range")
+        self.order, self.cursor, self.epoch = order.astype(np.int64), int(cursor), int(epoch)

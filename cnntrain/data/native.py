@@ -51,7 +51,7 @@ import numpy as np
 
 from cnntrain.data.cifar import ImageSet
 from cnntrain.data.safe_tar import error_reason
-from cnntrain.errors import DatasetError
+from cnntrain.errors import DatasetError, os_error_reason
 
 FORMAT = "cnntrain-native"
 VERSION = 1
@@ -156,6 +156,7 @@ def write_native(path: Path, data: ImageSet, *, dataset: str, split: str, stats:
     """Write one split atomically (temporary file, fsync, rename: see ``atomic_write``)."""
     import h5py
 
+    from cnntrain.safe_hdf5 import write_hdf5
     from cnntrain.snapshot import atomic_write
 
     fine_classes, coarse_classes = CLASSES[dataset]
@@ -164,31 +165,30 @@ def write_native(path: Path, data: ImageSet, *, dataset: str, split: str, stats:
         raise DatasetError(f"cannot write {path}: images of shape {images.shape}")
     strings = h5py.string_dtype("utf-8")
 
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(format=FORMAT, version=VERSION, dataset=dataset, split=split,
-                           count=len(images), images_md5=images_md5(images),
-                           source=source.path, source_kind=source.kind,
-                           source_md5=source.md5, source_note=source.note)
-            f.create_dataset("images", data=images,
-                             chunks=(min(IMAGE_CHUNK, len(images)),) + IMAGE_SHAPE)
-            f.create_dataset("labels", data=data.labels.astype(np.uint8))
-            f.create_dataset("label_names", data=np.array(data.label_names, dtype=object),
+    def build(f) -> None:
+        f.attrs.update(format=FORMAT, version=VERSION, dataset=dataset, split=split,
+                       count=len(images), images_md5=images_md5(images),
+                       source=source.path, source_kind=source.kind,
+                       source_md5=source.md5, source_note=source.note)
+        f.create_dataset("images", data=images,
+                         chunks=(min(IMAGE_CHUNK, len(images)),) + IMAGE_SHAPE)
+        f.create_dataset("labels", data=data.labels.astype(np.uint8))
+        f.create_dataset("label_names", data=np.array(data.label_names, dtype=object),
+                         dtype=strings)
+        if coarse_classes is not None:
+            f.create_dataset("coarse_labels", data=data.coarse_labels.astype(np.uint8))
+            f.create_dataset("coarse_label_names",
+                             data=np.array(data.coarse_label_names, dtype=object),
                              dtype=strings)
-            if coarse_classes is not None:
-                f.create_dataset("coarse_labels", data=data.coarse_labels.astype(np.uint8))
-                f.create_dataset("coarse_label_names",
-                                 data=np.array(data.coarse_label_names, dtype=object),
-                                 dtype=strings)
-                f.create_dataset("fine_to_coarse", data=mapping.astype(np.int64))
-            f.create_dataset("mean_image", data=stats.mean_image.astype(np.float32))
-            f.create_dataset("channel_mean", data=stats.channel_mean.astype(np.float64))
-            f.create_dataset("channel_std", data=stats.channel_std.astype(np.float64))
+            f.create_dataset("fine_to_coarse", data=mapping.astype(np.int64))
+        f.create_dataset("mean_image", data=stats.mean_image.astype(np.float32))
+        f.create_dataset("channel_mean", data=stats.channel_mean.astype(np.float64))
+        f.create_dataset("channel_std", data=stats.channel_std.astype(np.float64))
 
     try:
-        atomic_write(Path(path), write)
+        atomic_write(Path(path), lambda tmp: write_hdf5(tmp, build))
     except OSError as exc:
-        raise DatasetError(f"cannot write {path}: {error_reason(exc)}") from None
+        raise DatasetError(f"cannot write {path}: {os_error_reason(exc)}") from None
 
 
 # ---------------------------------------------------------------- reading
@@ -220,8 +220,14 @@ def read_native(path: Path) -> NativeSplit:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path} not found")
+    from cnntrain.safe_hdf5 import UnsafeFile, check_file
+
     try:
         with h5py.File(path, "r") as f:
+            try:
+                check_file(f)
+            except UnsafeFile as err:
+                raise DatasetError(f"refusing to read {path}: {err}") from None
             a = f.attrs
             if _text(a.get("format", "")) != FORMAT:
                 raise DatasetError(f"{path} is not a cnntrain native dataset file "
@@ -257,6 +263,10 @@ def read_native(path: Path) -> NativeSplit:
         if column is not None and len(column) and int(column.max()) >= classes:
             raise DatasetError(f"{path}: '{what}' holds {int(column.max())}, outside "
                                f"0..{classes - 1}")
+    for name, value in (("mean_image", stats.mean_image), ("channel_mean", stats.channel_mean),
+                        ("channel_std", stats.channel_std)):
+        if not np.all(np.isfinite(value)):
+            raise DatasetError(f"{path}: '{name}' holds NaN or inf")
     images.flags.writeable = False
     return NativeSplit(path, dataset, split, images, labels, names, coarse, coarse_names,
                        mapping, stats, source, md5)

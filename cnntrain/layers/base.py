@@ -1,6 +1,7 @@
 """Caffe's layer interface: setup (shapes), forward, backward; and the type registry."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
@@ -47,6 +48,21 @@ class SetupError(Exception):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+# Caffe's limit on the values in one blob (INT_MAX). Checked before anything is
+# allocated, so a config asking for a huge layer is an error, not a MemoryError (or
+# an allocation the system grants lazily and then kills the process for).
+MAX_BLOB_COUNT = 2 ** 31 - 1
+
+
+def check_count(shape: Sequence[int], what: str, field: str | None = None) -> None:
+    """Raise a SetupError when a blob of ``shape`` would exceed :data:`MAX_BLOB_COUNT`."""
+    count = math.prod(shape)
+    if count > MAX_BLOB_COUNT:
+        dims = "x".join(str(d) for d in shape)
+        raise SetupError(f"{what} would hold {count:.3g} values ({dims}), more than the "
+                         f"{MAX_BLOB_COUNT} one blob may hold", field)
 
 
 class Layer:
@@ -115,7 +131,12 @@ class Layer:
         if owner is not None:
             return owner
         spec = self.spec.param_specs[index] if index < len(self.spec.param_specs) else None
-        data = fill(filler, shape, fan_in, fan_out, self.rngs.get("init"), self.dtype)
+        check_count(shape, f"parameter {index}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = fill(filler, shape, fan_in, fan_out, self.rngs.get("init"), self.dtype)
+        if not np.all(np.isfinite(data)):
+            raise SetupError(f"the {filler['type']} filler of parameter {index} gives values "
+                             f"beyond {self.dtype.name} (inf or nan)", "param")
         param = Param(data, lr_mult=spec.lr_mult if spec else 1.0,
                       decay_mult=spec.decay_mult if spec else 1.0, name=key)
         self.shared[key] = param

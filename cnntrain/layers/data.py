@@ -44,7 +44,15 @@ class Data(Layer):
                 raise SetupError(f"needs 1 or {self.images.images.shape[1]} values, got "
                                  f"{len(t.mean_value)}", "transform_param.mean_value")
             mean = np.asarray(t.mean_value).reshape(-1, 1, 1)
+        largest = float(np.finfo(self.dtype).max)
+        for name, value in (("scale", t.scale), ("mean_value", t.mean_value)):
+            if value is not None and np.max(np.abs(value)) > largest:
+                raise SetupError(f"{np.max(np.abs(value)):g} is beyond the {largest:g} of "
+                                 f"{self.dtype.name}", f"transform_param.{name}")
         shape = self.images.images.shape
+        if t.shift >= min(shape[2:]):
+            raise SetupError(f"shift {t.shift} is not smaller than the {shape[2]}x{shape[3]} "
+                             "images", "transform_param.shift")
         if t.crop_size and t.crop_size > min(shape[2:]) + 2 * t.shift:
             raise SetupError(f"crop_size {t.crop_size} is larger than the {shape[2]}x{shape[3]} "
                              "images", "transform_param.crop_size")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from cnntrain.engine import gemm
-from cnntrain.layers.base import Layer, SetupError, register
+from cnntrain.layers.base import Layer, SetupError, check_count, register
 
 
 def canonical_axis(axis: int, ndim: int, field: str) -> int:
@@ -100,6 +100,8 @@ class Input(Layer):
         if len(shapes) not in (1, tops):
             raise SetupError(f"gives {len(shapes)} shapes for {tops} tops", "input_param.shape")
         shapes = shapes * tops if len(shapes) == 1 else shapes
+        for top, shape in zip(self.spec.top, shapes):
+            check_count(shape, f"top '{top}'", "input_param.shape")
         self.values = [np.zeros(s, self.dtype) for s in shapes]
         return list(shapes)
 
