@@ -39,10 +39,8 @@ FILLER = {
     "variance_norm": Field("enum", "FAN_IN", choices=("FAN_IN", "FAN_OUT", "AVERAGE")),
 }
 
-PARAM_BLOCKS: dict[str, dict[str, Field]] = {
-    "convolution_param": {
-        "num_output": Field("int", REQUIRED, min=1),
-        "bias_term": Field("bool", True),
+# A 2-D window's kernel, stride and pad, square or per axis (Caffe's spelling).
+_WINDOW = {
         "kernel_size": Field("ints", None, min=1),
         "kernel_h": Field("int", None, min=1),
         "kernel_w": Field("int", None, min=1),
@@ -52,6 +50,13 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
         "pad": Field("ints", None, min=0),
         "pad_h": Field("int", None, min=0),
         "pad_w": Field("int", None, min=0),
+}
+
+PARAM_BLOCKS: dict[str, dict[str, Field]] = {
+    "convolution_param": {
+        "num_output": Field("int", REQUIRED, min=1),
+        "bias_term": Field("bool", True),
+        **_WINDOW,
         "group": Field("int", 1, min=1),
         "dilation": Field("ints", None, min=1, doc="1 or [h, w]: kernel taps this many "
                                                     "pixels apart (Caffe's dilation)"),
@@ -227,15 +232,7 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
     "map_combination_param": {
         "num_output": Field("int", REQUIRED, min=1),
         "bias_term": Field("bool", True),
-        "kernel_size": Field("ints", None, min=1),
-        "kernel_h": Field("int", None, min=1),
-        "kernel_w": Field("int", None, min=1),
-        "stride": Field("ints", None, min=1),
-        "stride_h": Field("int", None, min=1),
-        "stride_w": Field("int", None, min=1),
-        "pad": Field("ints", None, min=0),
-        "pad_h": Field("int", None, min=0),
-        "pad_w": Field("int", None, min=0),
+        **_WINDOW,
         "weight_filler": _filler("xavier"),
         "bias_filler": _filler("constant"),
         "combination_filler": _filler("constant"),
