@@ -135,6 +135,7 @@ def test_train_test_and_resume_exactly(setup):
     tested = run("test", "--snapshot", run_a / "snapshots" / "iter_12.h5", "--data-dir", data)
     assert tested.exit_code == 0, tested.output
     assert "tested 25 images" in tested.output
+    assert tested.output.count("loss: ") == 1          # the net's loss output, once
     shown = float(tested.output.split("accuracy: ")[1].split()[0])
     assert shown == pytest.approx(float(final_acc), abs=1e-4)
     assert "per-class accuracy" in tested.output and "airplane" in tested.output

@@ -141,7 +141,8 @@ def test(snapshot, data_dir, iterations, tta, confusion_csv, superclasses, quiet
         click.echo(f"{snapshot}\t{'' if top1 is None else f'{top1:.4f}'}\t{ev.loss:.4f}")
         return
     click.echo(f"tested {ev.images} images")
-    click.echo(f"loss: {ev.loss:.4f}")
+    if "loss" not in ev.outputs:      # the net's own loss output says it otherwise
+        click.echo(f"loss: {ev.loss:.4f}")
     for name, value in ev.outputs.items():
         click.echo(f"{name}: {value:.4f}")
     for label, scores in (("", ev.single), (f" ({views})", ev.tta)):
