@@ -198,8 +198,8 @@ VGG = Template("""\
 # A VGG-style net with $classes outputs, for
 # $what.
 # Three stages of two 3x3 convolutions (32, 64, 128 channels) and 2x2 max pooling, then
-# a 256-unit layer with dropout. He (msra) initialization, as VGG nets need without
-# BatchNorm (which cnntrain does not have). Random flips and 2 px shifts. 39 M
+# a 256-unit layer with dropout. He (msra) initialization, as VGG nets need when they
+# have no BatchNorm layers (this one keeps the net small). Random flips and 2 px shifts. 39 M
 # multiply-accumulates per image (3x the quick net's 12 M); 30000 iterations (60 epochs)
 # with a linear warm-up and a cosine schedule. It reads the native files of
 # `cnntrain port $dataset` ($dataset-train.h5 and $dataset-test.h5), found in
