@@ -141,6 +141,13 @@ def test_accuracy_top_k_and_per_class():
     np.testing.assert_allclose(per_class, [0.0, 1.0, 1.0])
 
 
+def test_accuracy_counts_nan_scores_as_misses():
+    """An overflowed net (an untrained BatchNorm net at test, say) must not score 100 %."""
+    layer, _ = make_layer("Accuracy", [(3, 3), (3,)])
+    scores = np.array([[np.nan] * 3, [0.1, np.nan, 0.2], [0.0, 1.0, 0.0]])
+    assert float(layer.forward([scores, np.array([0.0, 2.0, 1.0])])[0]) == pytest.approx(1 / 3)
+
+
 def test_input_layer_gives_its_shapes():
     layer, tops = make_layer("Input", [], tops=2,
                              input_param={"shape": [{"dim": [2, 3, 4, 4]}, {"dim": [2]}]})

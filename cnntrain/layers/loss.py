@@ -364,7 +364,9 @@ class Accuracy(Layer):
         target = rows[np.arange(len(lab)), np.where(valid, lab, 0)]
         # Correct when fewer than k classes score strictly higher than the label (Caffe's rule).
         higher = (rows > target[:, None]).sum(axis=1)
-        hit = (higher < self.top_k) & valid
+        # NaN compares false with everything, so a NaN row would have no class above
+        # its label and count as correct (Caffe's rule does that); it is a miss here.
+        hit = (higher < self.top_k) & valid & ~np.isnan(rows).any(axis=1)
         acc = np.asarray(hit.sum() / max(int(valid.sum()), 1), dtype=x.dtype)
         tops = [acc]
         if len(self.spec.top) > 1:
