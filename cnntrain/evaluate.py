@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cnntrain.errors import CnnTrainError
+from cnntrain.layers.loss import label_rank
 from cnntrain.net import Net
 
 # Views of each test image for --tta, as (mirror, dy, dx): the image is shifted by
@@ -141,8 +142,8 @@ def _forward_from(net: Net, data_node, tops: list[np.ndarray]) -> dict[str, np.n
 
 
 class _Tally:
-    """Top-1, top-k (Caffe's rule: fewer than k classes score strictly higher than the
-    label) and the confusion matrix, accumulated over batches."""
+    """Top-1, top-k (by ``label_rank``, as the Accuracy layer counts) and the confusion
+    matrix, accumulated over batches."""
 
     def __init__(self, classes: int):
         self.k = min(5, classes)
@@ -152,10 +153,9 @@ class _Tally:
     def add(self, rows: np.ndarray, labels: np.ndarray, ignore: int | None) -> None:
         valid = labels != ignore if ignore is not None else np.ones(len(labels), bool)
         rows, labels = rows[valid], labels[valid]
-        target = rows[np.arange(len(labels)), labels]
-        higher = (rows > target[:, None]).sum(axis=1)
-        self.hits1 += int((higher < 1).sum())
-        self.hitsk += int((higher < self.k).sum())
+        rank = label_rank(rows, labels)
+        self.hits1 += int((rank < 1).sum())
+        self.hitsk += int((rank < self.k).sum())
         self.count += len(labels)
         np.add.at(self.confusion, (labels, rows.argmax(axis=1)), 1)
 

@@ -148,6 +148,13 @@ def test_accuracy_counts_nan_scores_as_misses():
     assert float(layer.forward([scores, np.array([0.0, 2.0, 1.0])])[0]) == pytest.approx(1 / 3)
 
 
+def test_label_rank_ties_favour_the_label_and_nan_rows_rank_last():
+    """The rank that the Accuracy layer and `cnntrain test` both count hits by."""
+    from cnntrain.layers.loss import label_rank
+    rows = np.array([[0.5, 0.5, 0.1], [0.3, 0.2, 0.9], [0.0, np.nan, 1.0]])
+    np.testing.assert_array_equal(label_rank(rows, np.array([1, 1, 2])), [0, 2, 3])
+
+
 def test_input_layer_gives_its_shapes():
     layer, tops = make_layer("Input", [], tops=2,
                              input_param={"shape": [{"dim": [2, 3, 4, 4]}, {"dim": [2]}]})

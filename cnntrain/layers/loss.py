@@ -335,6 +335,18 @@ class EuclideanLoss(Layer):
                 -g.reshape(self.b_shape) if propagate_down[1] else None]
 
 
+def label_rank(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How many classes score strictly higher than each row's label; a row is a top-k
+    hit when this is below k (Caffe's rule, so ties count in the label's favour).
+
+    A row with a NaN anywhere ranks last: NaN compares false with everything, so by
+    the plain rule an overflowed net would have no class above its labels and score 100 %.
+    """
+    target = rows[np.arange(len(labels)), labels]
+    higher = (rows > target[:, None]).sum(axis=1)
+    return np.where(np.isnan(rows).any(axis=1), rows.shape[1], higher)
+
+
 @register("Accuracy")
 class Accuracy(Layer):
     """Top-k accuracy; an optional second top holds per-class accuracy (Caffe's layout)."""
@@ -361,12 +373,7 @@ class Accuracy(Layer):
         rows = _as_rows(x, self.axis)
         lab = _labels(self, label, self.classes, self.ignore)
         valid = _valid(lab, self.ignore)
-        target = rows[np.arange(len(lab)), np.where(valid, lab, 0)]
-        # Correct when fewer than k classes score strictly higher than the label (Caffe's rule).
-        higher = (rows > target[:, None]).sum(axis=1)
-        # NaN compares false with everything, so a NaN row would have no class above
-        # its label and count as correct (Caffe's rule does that); it is a miss here.
-        hit = (higher < self.top_k) & valid & ~np.isnan(rows).any(axis=1)
+        hit = (label_rank(rows, np.where(valid, lab, 0)) < self.top_k) & valid
         acc = np.asarray(hit.sum() / max(int(valid.sum()), 1), dtype=x.dtype)
         tops = [acc]
         if len(self.spec.top) > 1:
