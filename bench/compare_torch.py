@@ -11,8 +11,11 @@ alternates the two sides in blocks of ``--block`` steps (ABBA order over rounds;
 first step of each block is untimed, see below) and reports per-side medians and the
 ratio cnntrain / torch. PyTorch is imported here only; cnntrain never needs it.
 
-Thread pools are set before NumPy is imported (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
-MKL_NUM_THREADS) and with ``torch.set_num_threads``: both sides get ``--threads``.
+Threads are set before NumPy is imported: ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` to
+``--threads`` (torch's OpenMP and MKL, and cnntrain's own workers), plus
+``torch.set_num_threads``. cnntrain then keeps OpenBLAS on one thread, as it always
+does; ``--blas-threads N`` gives OpenBLAS N threads instead (cnntrain then runs no
+workers of its own, as when a user sets ``OPENBLAS_NUM_THREADS``).
 """
 from __future__ import annotations
 
@@ -21,21 +24,25 @@ import sys
 
 
 # --- thread pools: must happen before numpy (OpenBLAS) or torch (OpenMP) is loaded ----
-def _early_threads(argv: list[str]) -> int:
+def _early_option(argv: list[str], name: str, default: int | None) -> int | None:
     for i, arg in enumerate(argv):
-        if arg == "--threads" and i + 1 < len(argv):
+        if arg == name and i + 1 < len(argv):
             return int(argv[i + 1])
-        if arg.startswith("--threads="):
+        if arg.startswith(name + "="):
             return int(arg.split("=", 1)[1])
-    return 2
+    return default
 
 
-_THREADS = _early_threads(sys.argv[1:])
-_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_THREADS = _early_option(sys.argv[1:], "--threads", 2)
+_BLAS_THREADS = _early_option(sys.argv[1:], "--blas-threads", None)
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _ENV_BEFORE = {v: os.environ.get(v) for v in _THREAD_VARS}
-for _var in _THREAD_VARS:
-    os.environ[_var] = str(_THREADS)
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_THREADS)
+os.environ.pop("OPENBLAS_NUM_THREADS", None)
+if _BLAS_THREADS is not None:
+    os.environ["OPENBLAS_NUM_THREADS"] = str(_BLAS_THREADS)
 _NUMPY_PRELOADED = "numpy" in sys.modules   # only when imported, not run as a script
+import cnntrain  # noqa: E402  (before NumPy: it sets OpenBLAS's threads)
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
@@ -606,7 +613,9 @@ def main(argv=None) -> int:
                     help="timed steps per side before switching (each block starts with one "
                          "untimed step)")
     ap.add_argument("--threads", type=int, default=2,
-                    help="threads for both sides (OpenBLAS/OpenMP env vars + torch)")
+                    help="threads for both sides (cnntrain's workers, torch's OpenMP and MKL)")
+    ap.add_argument("--blas-threads", type=int, default=None,
+                    help="give OpenBLAS this many threads (and cnntrain no workers)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--atol", type=float, default=1e-5, help="relative to each array's max |x|")
@@ -619,7 +628,7 @@ def main(argv=None) -> int:
     if args.threads != _THREADS:
         raise BenchError("--threads was parsed differently early and late")
     if _NUMPY_PRELOADED:
-        print("warning: numpy was imported before this module; OPENBLAS_NUM_THREADS may "
+        print("warning: numpy was imported before this module; the thread settings may "
               "not apply", file=sys.stderr)
 
     torch.set_num_threads(args.threads)
@@ -638,11 +647,15 @@ def main(argv=None) -> int:
     if coretype:
         env_notes.append(f"OPENBLAS_CORETYPE={coretype} is set (forces an OpenBLAS kernel; "
                          "can slow numpy)")
-    overridden = {k: v for k, v in _ENV_BEFORE.items() if v is not None and v != str(_THREADS)}
+    overridden = {k: v for k, v in _ENV_BEFORE.items()
+                  if v is not None and v != os.environ.get(k)}
     if overridden:
-        env_notes.append(f"overrode {overridden} with {_THREADS}")
+        env_notes.append(f"overrode {overridden}")
     blas = blas_info()
-    print(f"threads: {args.threads}  (set {', '.join(_THREAD_VARS)}={_THREADS} before numpy; "
+    from cnntrain.engine.parallel import worker_count
+    print(f"threads: {args.threads}  (OMP_NUM_THREADS=MKL_NUM_THREADS={_THREADS}, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} before numpy; "
+          f"cnntrain workers {worker_count()}; "
           f"torch.set_num_threads({args.threads}) -> {torch.get_num_threads()})")
     if isinstance(blas.get("threadpools"), list):
         for tp in blas["threadpools"]:

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnntrain.engine.accounting import accounted
+from cnntrain.engine.parallel import copy_over_batch, over_batch
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
@@ -30,7 +31,7 @@ def pad_to_nhwc(x: np.ndarray, pad_h: int, pad_w: int, out: np.ndarray) -> np.nd
     The border of ``out`` is never written here, so a buffer zeroed once stays padded.
     """
     _, _, h, w = x.shape
-    out[:, pad_h:pad_h + h, pad_w:pad_w + w, :] = x.transpose(0, 2, 3, 1)
+    copy_over_batch(out[:, pad_h:pad_h + h, pad_w:pad_w + w, :], x.transpose(0, 2, 3, 1))
     return out
 
 
@@ -38,7 +39,8 @@ def nchw_to_groups(a: np.ndarray, groups: int, out: np.ndarray) -> np.ndarray:
     """NCHW ``a`` (m, G*k, h, w) as GEMM rows ``out`` (G, m*h*w, k): pixels in (n, y, x)
     order, the k channels of each group in the columns."""
     m, _, h, w = a.shape
-    out.reshape(groups, m, h, w, -1)[...] = a.reshape(m, groups, -1, h, w).transpose(1, 0, 3, 4, 2)
+    copy_over_batch(out.reshape(groups, m, h, w, -1),
+                    a.reshape(m, groups, -1, h, w).transpose(1, 0, 3, 4, 2), axis=1)
     return out
 
 
@@ -46,7 +48,8 @@ def groups_to_nchw(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """GEMM rows ``a`` (G, m*h*w, k) into NCHW ``out`` (m, G*k, h, w): the inverse."""
     m, _, h, w = out.shape
     groups = a.shape[0]
-    out.reshape(m, groups, -1, h, w)[...] = a.reshape(groups, m, h, w, -1).transpose(1, 0, 4, 2, 3)
+    copy_over_batch(out.reshape(m, groups, -1, h, w),
+                    a.reshape(groups, m, h, w, -1).transpose(1, 0, 4, 2, 3))
     return out
 
 
@@ -67,7 +70,7 @@ def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
     """Columns of padded NHWC ``xp`` into ``out`` (G, N*ho*wo, kh*kw*C/G); G = out.shape[0]."""
     groups = out.shape[0]
     view = _windows(xp, groups, kh, kw, sh, sw, ho, wo, dh, dw)
-    np.copyto(out.reshape(view.shape), view)
+    copy_over_batch(out.reshape(view.shape), view, axis=1)
     return out
 
 
@@ -83,11 +86,14 @@ def col2im(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int
     groups = col.shape[0]
     cols = col.reshape(groups, n, ho, wo, kh, kw, c // groups)
     grouped = out.reshape(n, hp, wp, groups, c // groups)
-    for i in range(kh):
-        for j in range(kw):
-            top, left = i * dh, j * dw
-            grouped[:, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] += \
-                cols[:, :, :, :, i, j].transpose(1, 2, 3, 0, 4)
+
+    def images(s: slice) -> None:
+        for i in range(kh):
+            for j in range(kw):
+                top, left = i * dh, j * dw
+                grouped[s, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] += \
+                    cols[:, s, :, :, i, j].transpose(1, 2, 3, 0, 4)
+    over_batch(n, images, col.size)
     return out
 
 

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from cnntrain.engine.parallel import ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, register
 from cnntrain.layers.special import normal_cdf, normal_pdf
 
@@ -40,15 +41,15 @@ class ReLU(_Elementwise):
     def forward(self, bottom):
         (x,) = bottom
         self.slope = self.param("relu_param").negative_slope
-        self.positive = x > 0
+        self.positive = ufunc_over_batch(np.greater, np.empty(x.shape, bool), x, 0)
         if self.slope:
             return [np.where(self.positive, x, x * x.dtype.type(self.slope))]
-        return [np.maximum(x, 0, out=np.empty_like(x))]
+        return [ufunc_over_batch(np.maximum, np.empty_like(x), x, 0)]
 
     def grad(self, dy):
         if self.slope:
             return np.where(self.positive, dy, dy * dy.dtype.type(self.slope))
-        return dy * self.positive
+        return ufunc_over_batch(np.multiply, np.empty_like(dy), dy, self.positive)
 
 
 @register("Sigmoid")

@@ -7,6 +7,7 @@ import numpy as np
 
 from cnntrain.engine import (Workspace, batch_chunk, col2im, conv_out_size, gemm,
                              groups_to_nchw, im2col, nchw_to_groups, pad_to_nhwc)
+from cnntrain.engine.parallel import copy_over_batch, fill_over_batch, ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
 
@@ -90,7 +91,7 @@ class Convolution(Layer):
             gemm(self._columns(xp[a:a + m], m), self.wmat, out=yb)
             groups_to_nchw(yb, y[a:a + m])
         if len(self.blobs) > 1:
-            y += self.blobs[1].data.reshape(1, -1, 1, 1)
+            ufunc_over_batch(np.add, y, y, self.blobs[1].data.reshape(1, -1, 1, 1))
         return [y]
 
     def backward(self, top_diff, propagate_down):
@@ -134,10 +135,11 @@ class Convolution(Layer):
             dxp = self.ws.get("dxp", (m, h + 2 * self.ph, w + 2 * self.pw, c), dyb.dtype)
             dcol = self.ws.get("dcol", (self.group, m * self.ho * self.wo, kg), dyb.dtype)
             gemm(dyb, self.wmat.transpose(0, 2, 1), out=dcol)
-            dxp[...] = 0
+            fill_over_batch(dxp, 0)
             col2im(dcol, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, dxp,
                    self.dh, self.dw)
-            dx_chunk[...] = dxp[:, self.ph:self.ph + h, self.pw:self.pw + w, :].transpose(0, 3, 1, 2)
+            copy_over_batch(dx_chunk, dxp[:, self.ph:self.ph + h, self.pw:self.pw + w, :]
+                            .transpose(0, 3, 1, 2))
             return
         groups_to_nchw(dxb, dx_chunk)
 

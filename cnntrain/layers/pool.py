@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from cnntrain.engine import Workspace
+from cnntrain.engine.parallel import over_batch
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
 
@@ -84,8 +85,9 @@ class Pooling(Layer):
                 yield i * self.kw + j, xp[:, :, i:i + self.sh * (self.ho - 1) + 1:self.sh,
                                           j:j + self.sw * (self.wo - 1) + 1:self.sw]
 
-    def _unit_stride_windows(self, xp: np.ndarray) -> list[np.ndarray]:
-        """The views of ``_windows`` for reading, made unit-stride when the stride is > 1.
+    def _unit_stride_windows(self, xp: np.ndarray) -> tuple[list, list[np.ndarray]]:
+        """The views of ``_windows`` for reading, made unit-stride when the stride is > 1,
+        and the ((a, b), plane) copies they read, which ``_fill_phases`` fills.
 
         A strided view makes every pass over it gather every other float. Copying ``xp``
         once into its stride phases ``xp[:, :, a::sh, b::sw]`` makes each window offset
@@ -93,42 +95,51 @@ class Pooling(Layer):
         follow then run over contiguous rows (3x faster for 3x3/2 pooling).
         """
         if self.sh == self.sw == 1:
-            return [view for _, view in self._windows(xp)]
+            return [], [view for _, view in self._windows(xp)]
         n, c = xp.shape[:2]
-        phases = {}
-        for a in range(min(self.sh, self.kh)):
-            for b in range(min(self.sw, self.kw)):
-                plane = self.ws.get(f"phase{a}_{b}", (n, c, -(-(self.hp - a) // self.sh),
-                                                      -(-(self.wp - b) // self.sw)), xp.dtype)
-                plane[...] = xp[:, :, a::self.sh, b::self.sw]
-                phases[a, b] = plane
-        return [phases[i % self.sh, j % self.sw][:, :, i // self.sh:i // self.sh + self.ho,
-                                                 j // self.sw:j // self.sw + self.wo]
-                for i in range(self.kh) for j in range(self.kw)]
+        phases = {(a, b): self.ws.get(f"phase{a}_{b}", (n, c, -(-(self.hp - a) // self.sh),
+                                                        -(-(self.wp - b) // self.sw)), xp.dtype)
+                  for a in range(min(self.sh, self.kh)) for b in range(min(self.sw, self.kw))}
+        views = [phases[i % self.sh, j % self.sw][:, :, i // self.sh:i // self.sh + self.ho,
+                                                  j // self.sw:j // self.sw + self.wo]
+                 for i in range(self.kh) for j in range(self.kw)]
+        return list(phases.items()), views
 
-    def _padded(self, x: np.ndarray, name: str, fill: float) -> np.ndarray:
-        n, c, h, w = x.shape
-        xp = self.ws.get(name, (n, c, self.hp, self.wp), x.dtype)
+    def _fill_phases(self, xp: np.ndarray, phases, s: slice) -> None:
+        for (a, b), plane in phases:
+            plane[s] = xp[s, :, a::self.sh, b::self.sw]
+
+    def _fill_padded(self, x: np.ndarray, xp: np.ndarray, fill: float, s: slice) -> None:
+        h, w = x.shape[2:]
         if (self.hp, self.wp) != (h, w):
-            xp.fill(fill)
-        xp[:, :, self.ph:self.ph + h, self.pw:self.pw + w] = x
-        return xp
+            xp[s].fill(fill)
+        xp[s, :, self.ph:self.ph + h, self.pw:self.pw + w] = x[s]
 
     def forward(self, bottom):
         (x,) = bottom
+        n, c = x.shape[:2]
         self.in_shape = x.shape
-        if self.method == "MAX":
-            views = self._unit_stride_windows(self._padded(x, "xp", -np.inf))
-            y = views[0].copy()
+        is_max = self.method == "MAX"
+        xp = self.ws.get("xp", (n, c, self.hp, self.wp), x.dtype)
+        phases, views = self._unit_stride_windows(xp)
+        y = np.empty((n, c, self.ho, self.wo), x.dtype)
+        scale = None if is_max else self.inv_divisor.astype(x.dtype)
+
+        def images(s: slice) -> None:
+            self._fill_padded(x, xp, -np.inf if is_max else 0.0, s)
+            self._fill_phases(xp, phases, s)
+            ys = y[s]
+            ys[...] = views[0][s]
             for view in views[1:]:
-                np.maximum(y, view, out=y)
+                if is_max:
+                    np.maximum(ys, view[s], out=ys)
+                else:
+                    ys += view[s]
+            if not is_max:
+                ys *= scale
+        over_batch(n, images, xp.size)
+        if is_max:
             self.views, self.y = views, y
-            return [y]
-        views = self._unit_stride_windows(self._padded(x, "xp", 0.0))
-        y = views[0].copy()
-        for view in views[1:]:
-            y += view
-        y *= self.inv_divisor.astype(x.dtype)
         return [y]
 
     def backward(self, top_diff, propagate_down):
@@ -136,47 +147,67 @@ class Pooling(Layer):
             return [None]
         (dy,) = top_diff
         n, c, h, w = self.in_shape
+        dxp = self.ws.get("dxp", (n, c, self.hp, self.wp), dy.dtype)
+        dx = np.empty(self.in_shape, dy.dtype)
         if self.method == "MAX":
-            dxp = self._max_backward(dy)
+            route = self._max_router(dy, dxp)
         else:
-            dxp = self.ws.get("dxp", (n, c, self.hp, self.wp), dy.dtype)
-            dxp.fill(0)
-            share = dy * self.inv_divisor.astype(dy.dtype)
-            for _, view in self._windows(dxp):
-                view += share
-        return [dxp[:, :, self.ph:self.ph + h, self.pw:self.pw + w].copy()]
+            scale = self.inv_divisor.astype(dy.dtype)
+            window_views = [view for _, view in self._windows(dxp)]
 
-    def _max_backward(self, dy: np.ndarray) -> np.ndarray:
-        """Route each output's gradient to the first window element equal to its max
+            def route(s: slice) -> None:
+                share = dy[s] * scale
+                for view in window_views:
+                    view[s] += share
+
+        def images(s: slice) -> None:
+            dxp[s].fill(0)
+            route(s)
+            dx[s] = dxp[s, :, self.ph:self.ph + h, self.pw:self.pw + w]
+        over_batch(n, images, dxp.size)
+        return [dx]
+
+    def _max_router(self, dy: np.ndarray, dxp: np.ndarray):
+        """A function that adds one batch slice's gradient into ``dxp``.
+
+        Each output's gradient goes to the first window element equal to its max
         (Caffe's argmax), found here rather than stored by a slower forward: visiting
         the offsets last to first and overwriting leaves the first match. Then one
         scatter-add into the padded input, since overlapping windows can share a pixel."""
         n, c = self.in_shape[:2]
         arg = self.ws.get("arg", dy.shape, np.uint8)
-        arg.fill(0)       # a NaN window matches nothing; it routes to offset 0
         hit = self.ws.get("hit", dy.shape, np.uint8)
         step = self.ws.get("step", dy.shape, np.uint8)
-        for k in reversed(range(len(self.views))):
-            np.equal(self.views[k], self.y, out=hit.view(bool))
-            # arg = k where hit, else unchanged: uint8 arithmetic (wrapping) is much
-            # faster than a masked copy.
-            np.subtract(k, arg, out=step)
-            step *= hit
-            arg += step
-        target = self._scatter_base(n * c)[:, None, :] + self.offset_table[arg.reshape(n * c, 1, -1)]
-        dxp = self.ws.get("dxp", (n, c, self.hp, self.wp), dy.dtype)
-        dxp.fill(0)
-        np.add.at(dxp.reshape(-1), target.reshape(-1), dy.reshape(-1))
-        return dxp
+        base = self._scatter_base(c)[:, None, :]
+        flat = dxp.reshape(n, -1)
 
-    def _scatter_base(self, planes: int) -> np.ndarray:
-        """Flat index, in the padded input, of every window's first element: (planes, ho*wo)."""
+        def route(s: slice) -> None:
+            arg_s, hit_s, step_s = arg[s], hit[s], step[s]
+            arg_s.fill(0)       # a NaN window matches nothing; it routes to offset 0
+            for k in reversed(range(len(self.views))):
+                np.equal(self.views[k][s], self.y[s], out=hit_s.view(bool))
+                # arg = k where hit, else unchanged: uint8 arithmetic (wrapping) is much
+                # faster than a masked copy.
+                np.subtract(k, arg_s, out=step_s)
+                step_s *= hit_s
+                arg_s += step_s
+            # Indices within each image, offset by the image's row of ``flat``.
+            m = arg_s.shape[0]
+            image = np.arange(m, dtype=base.dtype if flat[s].size < 2 ** 31 else np.int64)
+            target = (base + self.offset_table[arg_s.reshape(m, c, 1, -1)]
+                      + (image * flat.shape[1]).reshape(m, 1, 1, 1))
+            np.add.at(flat[s].reshape(-1), target.reshape(-1), dy[s].reshape(-1))
+        return route
+
+    def _scatter_base(self, channels: int) -> np.ndarray:
+        """Flat index, in one image of the padded input, of every window's first element:
+        (channels, ho*wo). Also sets ``offset_table``: each window offset's distance."""
         cached = getattr(self, "_base", None)
-        if cached is None or cached.shape[0] != planes:
-            dtype = np.int32 if planes * self.hp * self.wp < 2 ** 31 else np.int64
+        if cached is None or cached.shape[0] != channels:
+            dtype = np.int32 if channels * self.hp * self.wp < 2 ** 31 else np.int64
             corner = (np.arange(self.ho)[:, None] * self.sh * self.wp
                       + np.arange(self.wo)[None, :] * self.sw).reshape(1, -1)
-            plane = np.arange(planes)[:, None] * (self.hp * self.wp)
+            plane = np.arange(channels)[:, None] * (self.hp * self.wp)
             self._base = (plane + corner).astype(dtype)
             i, j = np.divmod(np.arange(self.kh * self.kw), self.kw)
             self.offset_table = (i * self.wp + j).astype(dtype)

@@ -203,10 +203,16 @@ def format_report(report: TimingReport, threads: str) -> list[str]:
 
 
 def blas_threads() -> str:
-    """What a reader needs to compare timings: the BLAS thread setting in force."""
+    """What a reader needs to compare timings: the threads in force (engine.parallel)."""
     import os
 
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(var):
-            return f"{var}={os.environ[var]}"
-    return f"BLAS threads: library default ({os.cpu_count()} cores)"
+    import cnntrain
+    from cnntrain.engine.parallel import worker_count
+
+    if cnntrain.BLAS_SINGLE_THREADED:
+        omp = os.environ.get("OMP_NUM_THREADS")
+        source = f"OMP_NUM_THREADS={omp}" if omp else "all usable cores"
+        return f"{worker_count()} cnntrain threads ({source}), BLAS on one thread"
+    blas = os.environ.get("OPENBLAS_NUM_THREADS")
+    return (f"BLAS threads: {f'OPENBLAS_NUM_THREADS={blas}' if blas else 'library default'}; "
+            "cnntrain's own threads off")

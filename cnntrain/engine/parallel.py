@@ -1,0 +1,149 @@
+"""cnntrain's own threads: GEMM rows and batch slices, split over a few workers.
+
+BLAS libraries thread a GEMM themselves, but on the skinny products of im2col
+convolutions (tens of output channels, thousands of pixels) two single-threaded GEMMs
+on halves of the rows are 1.3-2x faster on two cores than one GEMM on two BLAS threads,
+and NumPy's copies, transposes and ufuncs are never threaded at all. NumPy releases the
+GIL inside all of them, so the same work on disjoint slices in a few Python threads
+really runs in parallel. The BLAS is then kept on one thread (see ``cnntrain/__init__``).
+
+Only work that writes disjoint parts of its output goes through here (copies,
+element-wise ops, GEMM rows, whole images), so results do not depend on the timing of
+the threads; reductions over the batch stay in the caller, in a fixed order.
+
+How many workers: ``OMP_NUM_THREADS`` if set, else the cores this process may use.
+When the BLAS runs threads of its own (``OPENBLAS_NUM_THREADS`` above 1, or NumPy
+loaded before cnntrain could set it), cnntrain uses none: its threads would compete
+with the BLAS workers.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Callable
+
+import numpy as np
+
+# Below this much work a handoff to another thread (about 20 µs) costs more than half
+# the work saves: elements copied or passed through a ufunc, multiply-adds of a GEMM.
+MIN_SPLIT_ELEMENTS = 1 << 16
+MIN_SPLIT_MACS = 1 << 22
+
+_pool: ThreadPoolExecutor | None = None
+_workers: int | None = None
+
+
+def worker_count() -> int:
+    """How many threads split work (1: all of it runs in the caller)."""
+    global _workers
+    if _workers is None:
+        _workers = _default_workers()
+    return _workers
+
+
+def set_worker_count(n: int | None) -> None:
+    """Use ``n`` workers from now on (None: back to the default from the environment)."""
+    global _workers, _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+    _workers = None if n is None else max(1, int(n))
+
+
+def _default_workers() -> int:
+    import cnntrain
+    if not cnntrain.BLAS_SINGLE_THREADED:
+        return 1
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        return os.cpu_count() or 1
+
+
+_in_worker = threading.local()
+
+
+def _mark_worker() -> None:
+    _in_worker.flag = True
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(worker_count() - 1, thread_name_prefix="cnntrain-worker",
+                                   initializer=_mark_worker)
+    return _pool
+
+
+def slices(n: int, parts: int) -> list[slice]:
+    """``range(n)`` as at most ``parts`` contiguous, non-empty, near-equal slices."""
+    parts = max(1, min(parts, n))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def over_batch(n: int, fn: Callable[[slice], object], elements: int,
+               min_elements: int | None = None) -> None:
+    """Call ``fn(s)`` for slices ``s`` covering ``range(n)``, concurrently.
+
+    ``elements`` is the size of the whole job; below ``min_elements`` (default
+    ``MIN_SPLIT_ELEMENTS``) it runs in the
+    caller in one call. ``fn`` must write only what its slice owns. The caller's thread
+    does the first slice, so one worker means no thread at all, and a call from a worker
+    runs inline (it would otherwise wait for itself). An exception in any slice is
+    raised here, after every slice has finished.
+    """
+    if min_elements is None:
+        min_elements = MIN_SPLIT_ELEMENTS
+    split = elements >= min_elements and not getattr(_in_worker, "flag", False)
+    parts = slices(n, worker_count() if split else 1)
+    if len(parts) == 1:
+        fn(slice(0, n))
+        return
+    futures = [_executor().submit(fn, s) for s in parts[1:]]
+    try:
+        fn(parts[0])
+    finally:
+        wait(futures)           # every slice is done before anything is raised
+    for future in futures:
+        future.result()
+
+
+def copy_over_batch(dst: np.ndarray, src: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``dst[...] = src`` (same shapes), split along ``axis``; returns ``dst``."""
+    def part(s: slice) -> None:
+        index = (slice(None),) * axis + (s,)
+        np.copyto(dst[index], src[index])
+    over_batch(dst.shape[axis], part, dst.size)
+    return dst
+
+
+def fill_over_batch(dst: np.ndarray, value: float) -> np.ndarray:
+    """``dst.fill(value)`` split along axis 0; returns ``dst``."""
+    over_batch(dst.shape[0], lambda s: dst[s].fill(value), dst.size)
+    return dst
+
+
+def ufunc_over_batch(ufunc: Callable, out: np.ndarray, *operands: np.ndarray) -> np.ndarray:
+    """``ufunc(*operands, out=out)`` split along axis 0. Operands have ``out``'s batch
+    size or broadcast over it (scalars, a leading axis of 1). Returns ``out``."""
+    def part(s: slice) -> None:
+        ufunc(*(a[s] if np.ndim(a) and np.shape(a)[0] == out.shape[0] else a
+                for a in operands), out=out[s])
+    over_batch(out.shape[0], part, out.size)
+    return out
+
+
+def matmul_over_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b, out=out)`` with the rows of ``a`` and ``out`` (axis -2) split
+    over the workers; stacks of matrices (a leading axis) included."""
+    rows, depth = a.shape[-2], a.shape[-1]
+
+    def part(s: slice) -> None:
+        np.matmul(a[..., s, :], b, out=out[..., s, :])
+    over_batch(rows, part, out.size * depth, min_elements=MIN_SPLIT_MACS)
+    return out

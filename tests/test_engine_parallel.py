@@ -1,0 +1,130 @@
+"""cnntrain's own threads (engine.parallel): the splitting itself, and every layer that
+splits its work, re-run with three workers and no size threshold so that the split
+paths run even on the suite's tiny arrays."""
+import threading
+
+import numpy as np
+import pytest
+
+from cnntrain.engine import parallel
+import test_layers_conv_pool as conv_pool
+import test_layers_deconv as deconv
+import test_layers_other as other
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Three workers (an odd count, so slices are uneven), whatever the size."""
+    monkeypatch.setattr(parallel, "MIN_SPLIT_ELEMENTS", 0)
+    monkeypatch.setattr(parallel, "MIN_SPLIT_MACS", 0)
+    parallel.set_worker_count(3)
+    yield
+    parallel.set_worker_count(None)
+
+
+@pytest.mark.parametrize("n, parts", [(10, 3), (2, 3), (1, 1), (7, 7), (100, 2)])
+def test_slices_cover_the_range_in_order_and_near_equal(n, parts):
+    s = parallel.slices(n, parts)
+    assert [i for part in s for i in range(part.start, part.stop)] == list(range(n))
+    sizes = [part.stop - part.start for part in s]
+    assert len(s) == min(n, parts) and max(sizes) - min(sizes) <= 1
+
+
+def test_over_batch_runs_each_slice_once_on_several_threads(split_everything):
+    seen, threads = [], set()
+    barrier = threading.Barrier(3, timeout=10)
+
+    def part(s):
+        barrier.wait()      # all three slices must be running at once
+        seen.append((s.start, s.stop))
+        threads.add(threading.get_ident())
+    parallel.over_batch(9, part, elements=9)
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 9)] and len(threads) == 3
+
+
+def test_small_jobs_and_one_worker_stay_in_the_caller(monkeypatch):
+    calls = []
+    parallel.set_worker_count(3)
+    try:
+        parallel.over_batch(8, lambda s: calls.append((s, threading.get_ident())),
+                            elements=parallel.MIN_SPLIT_ELEMENTS - 1)
+    finally:
+        parallel.set_worker_count(None)
+    assert calls == [(slice(0, 8), threading.get_ident())]
+
+
+def test_an_error_in_a_worker_reaches_the_caller_after_all_slices(split_everything):
+    done = []
+
+    def part(s):
+        if s.start == 3:
+            raise ValueError("slice 3 failed")
+        done.append(s.start)
+    with pytest.raises(ValueError, match="slice 3 failed"):
+        parallel.over_batch(9, part, elements=9)
+    assert sorted(done) == [0, 6]
+
+
+def test_a_split_inside_a_worker_runs_inline_instead_of_deadlocking(split_everything):
+    out = np.zeros(12)
+
+    def inner(s):
+        parallel.ufunc_over_batch(np.add, out[s], out[s], 1.0)
+    parallel.over_batch(12, inner, elements=12)
+    np.testing.assert_array_equal(out, np.ones(12))
+
+
+@pytest.mark.parametrize("a_shape, b_shape, transpose_a", [
+    ((37, 5), (5, 4), False),
+    ((3, 11, 6), (3, 6, 2), False),       # a stack of matrices (groups)
+    ((3, 6, 11), (3, 6, 2), True),        # rows of a transposed view (the weight gradient)
+])
+def test_matmul_over_rows_is_matmul(split_everything, a_shape, b_shape, transpose_a):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    if transpose_a:
+        a = a.swapaxes(-1, -2)
+    out = np.empty(a.shape[:-1] + b.shape[-1:])
+    np.testing.assert_allclose(parallel.matmul_over_rows(a, b, out), a @ b, rtol=1e-13)
+
+
+def test_ufunc_over_batch_broadcasts_a_per_channel_operand(split_everything):
+    y = np.arange(5 * 3 * 2, dtype=float).reshape(5, 3, 2)
+    bias = np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1)
+    expected = y + bias
+    np.testing.assert_array_equal(parallel.ufunc_over_batch(np.add, y, y, bias), expected)
+
+
+# --- the layers, split ----------------------------------------------------------------
+@pytest.mark.parametrize("params", conv_pool.CONV_CASES)
+def test_convolution_split_over_workers(split_everything, params):
+    conv_pool.test_convolution_matches_direct_definition_and_gradients(params)
+
+
+def test_convolution_chunks_split_over_workers(split_everything, monkeypatch):
+    conv_pool.test_convolution_chunks_agree_with_one_chunk(monkeypatch)
+
+
+@pytest.mark.parametrize("params", conv_pool.POOL_CASES)
+def test_pooling_split_over_workers(split_everything, params):
+    conv_pool.test_pooling_matches_caffe_loops_and_gradients(params)
+
+
+@pytest.mark.parametrize("params", [dict(kernel_size=3, stride=2, pad=1), dict(kernel_size=2)])
+def test_max_pool_ties_split_over_workers(split_everything, params):
+    conv_pool.test_max_pool_routes_ties_to_the_first_maximum_like_caffe(params)
+
+
+@pytest.mark.parametrize("params", deconv.DECONV_CASES)
+def test_deconvolution_split_over_workers(split_everything, params):
+    deconv.test_deconvolution_matches_the_scatter_definition_and_gradients(params)
+
+
+@pytest.mark.parametrize("shape, params", [((5, 4, 2, 3), dict(num_output=5)),
+                                           ((7, 3), dict(num_output=2, bias_term=False))])
+def test_inner_product_split_over_workers(split_everything, shape, params):
+    other.test_inner_product(shape, params)
+
+
+def test_relu_split_over_workers(split_everything):
+    other.test_activations("ReLU", {}, lambda x: np.maximum(x, 0))
