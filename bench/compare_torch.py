@@ -171,9 +171,10 @@ def cnntrain_step(net, solver) -> float:
 # --- the same graph in torch ---------------------------------------------------------
 SUPPORTED = ("Input", "Convolution", "Pooling", "ReLU", "Sigmoid", "TanH", "Dropout",
              "InnerProduct", "Flatten", "Softmax", "SoftmaxWithLoss", "EuclideanLoss",
-             "Accuracy")
+             "Accuracy", "BatchNorm", "Scale", "Eltwise")
 # Producers whose backward does not need their own output: a ReLU may overwrite it.
-_INPLACE_SAFE_PRODUCERS = {"Convolution", "InnerProduct", "Pooling"}
+_INPLACE_SAFE_PRODUCERS = {"Convolution", "InnerProduct", "Pooling", "BatchNorm", "Scale",
+                           "Eltwise"}
 
 
 class TorchNet(torch.nn.Module):
@@ -245,6 +246,34 @@ class TorchNet(torch.nn.Module):
             # the same rule (checked blob by blob before timing).
             return lambda x: [F.avg_pool2d(x[0], k, s, pad, ceil_mode=True,
                                            count_include_pad=True)]
+        if t == "BatchNorm":
+            if layer.global_stats:
+                raise BenchError(f"layer '{name}': only BatchNorm with batch statistics "
+                                 "(the TRAIN default) is translated")
+            p = spec.blocks["batch_norm_param"]
+            # torch keeps its own running statistics: same work per step, other formula
+            # (the check compares outputs, which use the batch's statistics only).
+            dtype = torch.from_numpy(layer.blobs[0].data).dtype
+            running = (torch.zeros(layer.channels, dtype=dtype),
+                       torch.ones(layer.channels, dtype=dtype))
+            return lambda x: [F.batch_norm(x[0], *running, training=True,
+                                           momentum=1 - p.moving_average_fraction, eps=p.eps)]
+        if t == "Scale":
+            if len(node.bottoms) != 1 or blobs[0].dim() != 1 or layer.axis != 1:
+                raise BenchError(f"layer '{name}': only a learned per-channel Scale (axis 1) "
+                                 "is translated")
+            scale, shift = blobs[0], (blobs[1] if len(blobs) > 1 else None)
+
+            def per_channel(x):
+                shape = (1, -1) + (1,) * (x[0].dim() - 2)
+                y = x[0] * scale.view(shape)
+                return [y + shift.view(shape) if shift is not None else y]
+            return per_channel
+        if t == "Eltwise":
+            if layer.op != "SUM":
+                raise BenchError(f"layer '{name}': only Eltwise SUM is translated")
+            coeff = layer.coeff
+            return lambda x: [sum(c * v if c != 1 else v for c, v in zip(coeff, x))]
         if t == "ReLU":
             slope = spec.blocks["relu_param"].negative_slope
             if slope:
@@ -364,7 +393,9 @@ def make_torch_optimizer(tnet: TorchNet, solver) -> tuple[torch.optim.Optimizer,
         notes.append("decoupled decay timed as coupled")
     if (s.get("iter_size") or 1) > 1:
         notes.append("iter_size ignored: one forward/backward per update on both sides")
-    desc = f"{type(opt).__name__}(lr={lr:g}" + (f", momentum={mom:g}" if mom else "") + ")"
+    nesterov = ", nesterov=True" if opt.defaults.get("nesterov") else ""
+    desc = (f"{type(opt).__name__}(lr={lr:g}" + (f", momentum={mom:g}" if mom else "")
+            + nesterov + ")")
     return opt, desc + (f"  [{'; '.join(notes)}]" if notes else "")
 
 
@@ -490,7 +521,9 @@ def check_same(net, in_node, seed, rtol, atol, verbose) -> dict:
             raise BenchError("cnntrain and torch disagree in float32 (" + "; ".join(res["bad"])
                              + ") and in float64 (" + "; ".join(res64["bad"]) + ")")
         f64_grad_err = max(e for k, _, _, e, _ in res64["rows"] if k == "grad")
-        note = (f"float32 gradients differ beyond tolerance ({'; '.join(res['bad'])}); "
+        listed = "; ".join(res["bad"][:3]) + (f"; and {len(res['bad']) - 3} more"
+                                                 if len(res["bad"]) > 3 else "")
+        note = (f"float32 gradients differ beyond tolerance ({listed}); "
                 f"{flips} MAX-pool window(s) resolve a near-tie to a different argmax in the "
                 f"two float32 forwards; in float64 all gradients agree to {f64_grad_err:.1e}")
         note += (f"; {kinks} ReLU input(s) within rounding of zero take the other side of "
@@ -684,7 +717,8 @@ def main(argv=None) -> int:
             loss_t, _ = t(inputs, masks=_dropout_masks(net))
             loss_t.backward()
         for (layer, idx, _), a, b in zip(net.param_keys, tnet.params, ref.params):
-            if not torch.equal(a.grad, b.grad):
+            if (a.grad is None) != (b.grad is None) or (
+                    a.grad is not None and not torch.equal(a.grad, b.grad)):
                 raise BenchError(f"timed torch graph: grad {layer}[{idx}] differs from the "
                                  "checked graph")
     opt, opt_desc = make_torch_optimizer(tnet, solver)
