@@ -9,7 +9,9 @@ import pytest
 from cnntrain.engine import parallel
 import test_layers_conv_pool as conv_pool
 import test_layers_deconv as deconv
+import test_layers_norm as norm
 import test_layers_other as other
+import test_layers_structure as structure
 
 
 @pytest.fixture
@@ -128,3 +130,23 @@ def test_inner_product_split_over_workers(split_everything, shape, params):
 
 def test_relu_split_over_workers(split_everything):
     other.test_activations("ReLU", {}, lambda x: np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 2, 3), (3, 2, 5)])
+def test_batchnorm_split_over_workers(split_everything, shape):
+    norm.test_batchnorm_train_uses_biased_batch_statistics(shape)
+
+
+def test_batchnorm_global_statistics_split_over_workers(split_everything):
+    norm.test_batchnorm_global_statistics_is_an_affine_map_with_checked_gradients()
+
+
+@pytest.mark.parametrize("shape, params, operand, axis", norm.SCALE_CASES)
+def test_scale_split_over_workers(split_everything, shape, params, operand, axis):
+    norm.test_scale_learned(shape, params, operand, axis)
+
+
+@pytest.mark.parametrize("params", [{}, {"operation": "SUM", "coeff": [1, -1, 0.5]}])
+def test_eltwise_sum_split_over_workers(split_everything, params):
+    reference = (lambda a, b, c: a + b + c) if not params else (lambda a, b, c: a - b + 0.5 * c)
+    structure.test_eltwise(params, reference)

@@ -131,6 +131,8 @@ def fill_over_batch(dst: np.ndarray, value: float) -> np.ndarray:
 def ufunc_over_batch(ufunc: Callable, out: np.ndarray, *operands: np.ndarray) -> np.ndarray:
     """``ufunc(*operands, out=out)`` split along axis 0. Operands have ``out``'s batch
     size or broadcast over it (scalars, a leading axis of 1). Returns ``out``."""
+    if out.ndim == 0:
+        return ufunc(*operands, out=out)
     def part(s: slice) -> None:
         ufunc(*(a[s] if np.ndim(a) and np.shape(a)[0] == out.shape[0] else a
                 for a in operands), out=out[s])

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from cnntrain.engine.parallel import over_batch
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import nchw
 from cnntrain.layers.inner_product import canonical_axis
@@ -56,17 +57,28 @@ class BatchNorm(Layer):
         (x,) = bottom
         p = self.param("batch_norm_param")
         x3 = x.reshape(x.shape[0], self.channels, -1)
-        if self.global_stats:
-            mean, var = self._running_stats()
-            centred = x3 - mean[:, None]
+        batch_stats = not self.global_stats
+        if batch_stats:
+            mean, var = np.empty(self.channels, x.dtype), np.empty(self.channels, x.dtype)
         else:
-            mean = x3.mean(axis=(0, 2))
-            centred = x3 - mean[:, None]
-            var = np.square(centred).mean(axis=(0, 2))
+            mean, var = self._running_stats()
+        eps = x.dtype.type(p.eps)
+        self.inv_std = np.empty(self.channels, np.result_type(var, x))
+        self.centred, self.y3 = np.empty_like(x3), np.empty_like(x3)
+
+        def channels(s: slice) -> None:
+            # Channels are independent: each worker takes a block of them whole.
+            xs, centred = x3[:, s], self.centred[:, s]
+            if batch_stats:
+                mean[s] = xs.mean(axis=(0, 2))
+            np.subtract(xs, mean[s, None], out=centred)
+            if batch_stats:
+                var[s] = np.square(centred).mean(axis=(0, 2))
+            self.inv_std[s] = 1.0 / np.sqrt(var[s] + eps)
+            np.multiply(centred, self.inv_std[s, None], out=self.y3[:, s])
+        over_batch(self.channels, channels, x3.size)
+        if batch_stats:
             self._accumulate(mean, var, x3.shape[0] * x3.shape[2], p.moving_average_fraction)
-        self.inv_std = 1.0 / np.sqrt(var + x.dtype.type(p.eps))
-        self.centred = centred
-        self.y3 = centred * self.inv_std[:, None]
         return [self.y3.reshape(x.shape)]
 
     def _running_stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -90,10 +102,15 @@ class BatchNorm(Layer):
         if not self.global_stats:
             if not propagate_down[0]:
                 return [None]
-            # Through the batch mean and variance: the two mean terms below.
-            dx = dy3 - dy3.mean(axis=(0, 2))[:, None] \
-                - self.y3 * (dy3 * self.y3).mean(axis=(0, 2))[:, None]
-            return [(dx * inv).reshape(top_diff[0].shape)]
+            dx = np.empty_like(dy3)
+
+            def channels(s: slice) -> None:
+                # Through the batch mean and variance: the two mean terms below.
+                d, y = dy3[:, s], self.y3[:, s]
+                t = d - d.mean(axis=(0, 2))[:, None] - y * (d * y).mean(axis=(0, 2))[:, None]
+                np.multiply(t, inv[s], out=dx[:, s])
+            over_batch(self.channels, channels, dy3.size)
+            return [dx.reshape(top_diff[0].shape)]
         self._statistic_gradients(dy3)
         return [(dy3 * inv).reshape(top_diff[0].shape) if propagate_down[0] else None]
 
@@ -187,19 +204,38 @@ class Scale(_AxisOperand):
         x = bottom[0]
         self.scale = bottom[1] if len(bottom) > 1 else self.blobs[0].data
         self.x3 = x.reshape(self.view(x.shape, self.scale.size))
-        y = self.x3 * self.broadcast(self.scale)
-        if self.has_bias:
-            y += self.broadcast(self.blobs[-1].data)
+        scale = self.broadcast(self.scale)
+        bias = self.broadcast(self.blobs[-1].data) if self.has_bias else None
+        y = np.empty(self.x3.shape, np.result_type(self.x3, scale))
+
+        def operand(s: slice) -> None:
+            np.multiply(self.x3[:, s], scale[:, s], out=y[:, s])
+            if bias is not None:
+                y[:, s] += bias[:, s]
+        over_batch(self.scale.size, operand, y.size)
         return [y.reshape(x.shape)]
 
     def backward(self, top_diff, propagate_down):
         dy3 = top_diff[0].reshape(self.x3.shape)
-        if self.has_bias:
-            self.blobs[-1].diff += self.reduce(dy3, self.blobs[-1].shape)
-        d_scale = self.reduce(dy3 * self.x3, np.shape(self.scale))
-        dx = (dy3 * self.broadcast(self.scale)).reshape(top_diff[0].shape) \
-            if propagate_down[0] else None
-        return self.deliver(dx, d_scale, propagate_down)
+        scale = self.broadcast(self.scale)
+        size = self.scale.size
+        d_scale = np.empty(size, dy3.dtype)
+        d_bias = np.empty(size, dy3.dtype) if self.has_bias else None
+        dx = np.empty(dy3.shape, np.result_type(dy3, scale)) if propagate_down[0] else None
+
+        def operand(s: slice) -> None:
+            # reduce()'s sums, one block of the operand's entries per worker.
+            d = dy3[:, s]
+            if d_bias is not None:
+                d_bias[s] = d.sum(axis=(0, 2))
+            d_scale[s] = (d * self.x3[:, s]).sum(axis=(0, 2))
+            if dx is not None:
+                np.multiply(d, scale[:, s], out=dx[:, s])
+        over_batch(size, operand, dy3.size)
+        if d_bias is not None:
+            self.blobs[-1].diff += d_bias.reshape(self.blobs[-1].shape)
+        return self.deliver(None if dx is None else dx.reshape(top_diff[0].shape),
+                            d_scale.reshape(np.shape(self.scale)), propagate_down)
 
 
 @register("Bias")

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from cnntrain.engine.parallel import over_batch, ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, register
 from cnntrain.layers.inner_product import canonical_axis
 
@@ -150,9 +151,15 @@ class Eltwise(Layer):
     def forward(self, bottom):
         t = bottom[0].dtype.type
         if self.op == "SUM":
-            y = bottom[0] * t(self.coeff[0])
-            for c, x in zip(self.coeff[1:], bottom[1:]):
-                y += x * t(c) if c != 1 else x
+            y = np.empty(bottom[0].shape, np.result_type(*bottom))
+            flat = [y.reshape(-1)] + [x.reshape(-1) for x in bottom]
+
+            def elements(s: slice) -> None:
+                ys = flat[0][s]
+                np.multiply(flat[1][s], t(self.coeff[0]), out=ys)
+                for c, x in zip(self.coeff[1:], flat[2:]):
+                    ys += x[s] * t(c) if c != 1 else x[s]
+            over_batch(y.size, elements, y.size * len(bottom))
         elif self.op == "PROD":
             y = math.prod(bottom[1:], start=bottom[0])
         else:
@@ -174,7 +181,7 @@ class Eltwise(Layer):
             if not want:
                 out.append(None)
             elif self.op == "SUM":
-                out.append(dy * t(self.coeff[i]))
+                out.append(ufunc_over_batch(np.multiply, np.empty_like(dy), dy, t(self.coeff[i])))
             elif self.op == "MAX":
                 out.append(dy * (self.argmax == i))
             elif self.stable:
