@@ -77,17 +77,19 @@ def test_a_split_inside_a_worker_runs_inline_instead_of_deadlocking(split_everyt
 
 
 @pytest.mark.parametrize("a_shape, b_shape, transpose_a", [
-    ((37, 5), (5, 4), False),
+    ((37, 5), (5, 4), False),             # split by rows
+    ((4, 5), (5, 37), False),             # split by columns
     ((3, 11, 6), (3, 6, 2), False),       # a stack of matrices (groups)
     ((3, 6, 11), (3, 6, 2), True),        # rows of a transposed view (the weight gradient)
+    ((2, 1, 9), (2, 9, 23), False),       # one row per group (depth-wise): by columns
 ])
-def test_matmul_over_rows_is_matmul(split_everything, a_shape, b_shape, transpose_a):
+def test_split_matmul_is_matmul(split_everything, a_shape, b_shape, transpose_a):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
     if transpose_a:
         a = a.swapaxes(-1, -2)
     out = np.empty(a.shape[:-1] + b.shape[-1:])
-    np.testing.assert_allclose(parallel.matmul_over_rows(a, b, out), a @ b, rtol=1e-13)
+    np.testing.assert_allclose(parallel.split_matmul(a, b, out), a @ b, rtol=1e-13)
 
 
 def test_ufunc_over_batch_broadcasts_a_per_channel_operand(split_everything):

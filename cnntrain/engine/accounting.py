@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from cnntrain.engine.parallel import matmul_over_rows
+from cnntrain.engine.parallel import split_matmul
 
 KINDS = ("gemm", "im2col")
 _totals: dict[str, float] | None = None
@@ -49,10 +49,9 @@ def accounted(kind: str) -> Callable[[Callable], Callable]:
 
 @accounted("gemm")
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``np.matmul`` (stacks of matrices included), its rows split over cnntrain's
-    workers: the one entry point of the layers' matrix products, so that their time can
+    """``np.matmul`` (stacks of matrices included), split over cnntrain's workers: the one entry point of the layers' matrix products, so that their time can
     be accounted."""
     if out is None:
         shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
         out = np.empty(shape, np.result_type(a, b))
-    return matmul_over_rows(a, b, out)
+    return split_matmul(a, b, out)

@@ -140,12 +140,17 @@ def ufunc_over_batch(ufunc: Callable, out: np.ndarray, *operands: np.ndarray) ->
     return out
 
 
-def matmul_over_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``np.matmul(a, b, out=out)`` with the rows of ``a`` and ``out`` (axis -2) split
-    over the workers; stacks of matrices (a leading axis) included."""
-    rows, depth = a.shape[-2], a.shape[-1]
-
-    def part(s: slice) -> None:
-        np.matmul(a[..., s, :], b, out=out[..., s, :])
-    over_batch(rows, part, out.size * depth, min_elements=MIN_SPLIT_MACS)
+def split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b, out=out)`` (stacks of matrices included) with the longer of
+    ``out``'s two matrix axes split over the workers: the rows of ``a``, or the columns
+    of ``b``. Convolution products are long on one side (pixels) and short on the other
+    (channels), either way round."""
+    rows, cols, depth = out.shape[-2], out.shape[-1], a.shape[-1]
+    if rows >= cols:
+        def part(s: slice) -> None:
+            np.matmul(a[..., s, :], b, out=out[..., s, :])
+    else:
+        def part(s: slice) -> None:
+            np.matmul(a, b[..., s], out=out[..., s])
+    over_batch(max(rows, cols), part, out.size * depth, min_elements=MIN_SPLIT_MACS)
     return out

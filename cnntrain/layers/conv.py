@@ -5,8 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine import (Workspace, batch_chunk, col2im, conv_out_size, gemm,
-                             groups_to_nchw, im2col, nchw_to_groups, pad_to_nhwc)
+from cnntrain.engine import (Workspace, batch_chunk, channel_major_to_nchw, col2im,
+                             conv_out_size, gemm, im2col, nchw_to_channel_major, pad_to_nhwc)
 from cnntrain.engine.parallel import copy_over_batch, fill_over_batch, ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
@@ -55,11 +55,13 @@ class Convolution(Layer):
 
     # --- layouts -------------------------------------------------------------------
     # Caffe's weights are (Cout, C/G, kh, kw). The GEMMs want them per group with the
-    # receptive field in the columns' (i, j, c) order: (G, kh*kw*C/G, Cout/G).
+    # receptive field in the columns' (i, j, c) order: (G, Cout/G, kh*kw*C/G). Products
+    # come out channel-major, (G, Cout/G, pixels), which turns into NCHW by moving whole
+    # image planes (see ``engine.nchw_to_channel_major``).
     def _weight_matrix(self) -> np.ndarray:
         g, cog = self.group, self.cout // self.group
         w = self.blobs[0].data.reshape(g, cog, -1, self.kh, self.kw)
-        return np.ascontiguousarray(w.transpose(0, 3, 4, 2, 1)).reshape(g, -1, cog)
+        return np.ascontiguousarray(w.transpose(0, 1, 3, 4, 2)).reshape(g, cog, -1)
 
     def _columns(self, xp_chunk: np.ndarray, m: int) -> np.ndarray:
         if self.one_by_one and self.group == 1:
@@ -84,12 +86,12 @@ class Convolution(Layer):
         y = np.empty((n, self.cout, self.ho, self.wo), x.dtype)
         step = self._chunk(c, n)
         hw = self.ho * self.wo
-        out = self.ws.get("out", (self.group, step * hw, self.cout // self.group), x.dtype)
+        out = self.ws.get("out", (self.group, self.cout // self.group, step * hw), x.dtype)
         for a in range(0, n, step):
             m = min(step, n - a)
-            yb = out[:, :m * hw]
-            gemm(self._columns(xp[a:a + m], m), self.wmat, out=yb)
-            groups_to_nchw(yb, y[a:a + m])
+            yb = out[:, :, :m * hw]
+            gemm(self.wmat, self._columns(xp[a:a + m], m).transpose(0, 2, 1), out=yb)
+            channel_major_to_nchw(yb, y[a:a + m])
         if len(self.blobs) > 1:
             ufunc_over_batch(np.add, y, y, self.blobs[1].data.reshape(1, -1, 1, 1))
         return [y]
@@ -105,43 +107,43 @@ class Convolution(Layer):
         dx = np.empty((n, c, h, w), dy.dtype) if want_dx else None
         step = self._chunk(c, n)
         hw = self.ho * self.wo
-        dyb_all = self.ws.get("dy", (self.group, step * hw, self.cout // self.group), dy.dtype)
+        dyb_all = self.ws.get("dy", (self.group, self.cout // self.group, step * hw), dy.dtype)
         dw_sum = self.ws.get("dw_sum", self.wmat.shape, dy.dtype)
         dw_sum[...] = 0
         dw_tmp = self.ws.get("dw", self.wmat.shape, dy.dtype)
         for a in range(0, n, step):
             m = min(step, n - a)
-            dyb = nchw_to_groups(dy[a:a + m], self.group, dyb_all[:, :m * hw])
-            col = self._columns(xp[a:a + m], m)
-            gemm(col.transpose(0, 2, 1), dyb, out=dw_tmp)
+            dyb = nchw_to_channel_major(dy[a:a + m], self.group, dyb_all[:, :, :m * hw])
+            gemm(dyb, self._columns(xp[a:a + m], m), out=dw_tmp)
             dw_sum += dw_tmp
             if want_dx:
-                self._input_grad(dyb, m, dx[a:a + m])
+                self._input_grad(dyb, dy[a:a + m], dx[a:a + m])
         g, cog = self.group, self.cout // self.group
         self.blobs[0].diff.reshape(g, cog, -1, self.kh, self.kw)[...] += \
-            dw_sum.reshape(g, self.kh, self.kw, -1, cog).transpose(0, 4, 3, 1, 2)
+            dw_sum.reshape(g, cog, self.kh, self.kw, -1).transpose(0, 1, 4, 2, 3)
         return [dx]
 
-    def _input_grad(self, dyb, m, dx_chunk) -> None:
-        """dx for one chunk of the batch (dy as (G, m*ho*wo, Cout/G)), into ``dx_chunk``."""
-        c, (h, w) = dx_chunk.shape[1], dx_chunk.shape[2:]
-        kg = self.wmat.shape[1]
+    def _input_grad(self, dyb, dy_chunk, dx_chunk) -> None:
+        """dx for one chunk of the batch into ``dx_chunk``, from its ``dy_chunk`` (NCHW)
+        or the same as ``dyb`` (G, Cout/G, m*ho*wo)."""
+        m, c, h, w = dx_chunk.shape
         if self.one_by_one:
-            dxb = self.ws.get("dxb", (self.group, m * h * w, kg), dyb.dtype)
-            gemm(dyb, self.wmat.transpose(0, 2, 1), out=dxb)
+            dxb = self.ws.get("dxb", (self.group, c // self.group, m * h * w), dyb.dtype)
+            gemm(self.wmat.transpose(0, 2, 1), dyb, out=dxb)
         elif self._full_convolution_pays(c, h, w):
-            dxb = self._full_convolution(dyb, m, c, h, w)
+            dxb = self._full_convolution(dy_chunk, c, h, w)
         else:
+            kg = self.wmat.shape[2]
             dxp = self.ws.get("dxp", (m, h + 2 * self.ph, w + 2 * self.pw, c), dyb.dtype)
             dcol = self.ws.get("dcol", (self.group, m * self.ho * self.wo, kg), dyb.dtype)
-            gemm(dyb, self.wmat.transpose(0, 2, 1), out=dcol)
+            gemm(dyb.transpose(0, 2, 1), self.wmat, out=dcol)
             fill_over_batch(dxp, 0)
             col2im(dcol, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, dxp,
                    self.dh, self.dw)
             copy_over_batch(dx_chunk, dxp[:, self.ph:self.ph + h, self.pw:self.pw + w, :]
                             .transpose(0, 3, 1, 2))
             return
-        groups_to_nchw(dxb, dx_chunk)
+        channel_major_to_nchw(dxb, dx_chunk)
 
     def _full_convolution_pays(self, c: int, h: int, w: int) -> bool:
         """Stride 1 allows the full-convolution form of dx. Its columns hold Cout*H*W
@@ -152,22 +154,22 @@ class Convolution(Layer):
             return False
         return self.cout * h * w <= 1.5 * c * self.ho * self.wo
 
-    def _full_convolution(self, dyb, m, c, h, w) -> np.ndarray:
+    def _full_convolution(self, dy_chunk, c: int, h: int, w: int) -> np.ndarray:
         """Stride 1: dx is the *full* convolution of dy with the kernel rotated by 180°
         (and input/output channels swapped): im2col of the padded dy, then one GEMM.
         One strided copy replaces col2im's kh*kw strided adds. A dilated kernel stays
         dilated: tap i of the rotated kernel reads dy i*dh pixels further on.
-        Returns (G, m*h*w, C/G)."""
+        Returns (G, C/G, m*h*w)."""
+        m = dy_chunk.shape[0]
         g, cog, cg = self.group, self.cout // self.group, c // self.group
         qh, qw = self.span_h - 1 - self.ph, self.span_w - 1 - self.pw
-        dyp = self.ws.get("dyp", (m, self.ho + 2 * qh, self.wo + 2 * qw, self.cout), dyb.dtype,
-                          zero=True)
-        dyp[:, qh:qh + self.ho, qw:qw + self.wo, :].reshape(m, self.ho, self.wo, g, cog)[...] = \
-            dyb.reshape(g, m, self.ho, self.wo, cog).transpose(1, 2, 3, 0, 4)
-        col = self.ws.get("col", (g, m * h * w, self.kh * self.kw * cog), dyb.dtype)
+        dyp = self.ws.get("dyp", (m, self.ho + 2 * qh, self.wo + 2 * qw, self.cout),
+                          dy_chunk.dtype, zero=True)
+        pad_to_nhwc(dy_chunk, qh, qw, dyp)
+        col = self.ws.get("col", (g, m * h * w, self.kh * self.kw * cog), dy_chunk.dtype)
         im2col(dyp, self.kh, self.kw, 1, 1, h, w, col, self.dh, self.dw)
-        # rotated[g, (i, j, o), c] = W[g*cog + o, c, kh-1-i, kw-1-j]
+        # rotated[g, c, (i, j, o)] = W[g*cog + o, c, kh-1-i, kw-1-j]
         rotated = self.blobs[0].data.reshape(g, cog, cg, self.kh, self.kw)[:, :, :, ::-1, ::-1]
-        rotated = np.ascontiguousarray(rotated.transpose(0, 3, 4, 1, 2)).reshape(g, -1, cg)
-        dxb = self.ws.get("dxb", (g, m * h * w, cg), dyb.dtype)
-        return gemm(col, rotated, out=dxb)
+        rotated = np.ascontiguousarray(rotated.transpose(0, 2, 3, 4, 1)).reshape(g, cg, -1)
+        dxb = self.ws.get("dxb", (g, cg, m * h * w), dy_chunk.dtype)
+        return gemm(rotated, col.transpose(0, 2, 1), out=dxb)
