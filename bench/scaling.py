@@ -9,7 +9,8 @@ machinery (fixed random batch, no dataset) and prints the milliseconds per itera
 per image, and the GFLOP/s the GEMMs achieve. Cost close to linear in the batch shows
 as a flat ms/image column; a quadratic surprise shows as a column that grows. Across
 configs, ms/image against GFLOP/image shows how the cost follows the arithmetic.
-BLAS threads follow OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, set before running.
+Threads follow OMP_NUM_THREADS (cnntrain's own workers, BLAS on one thread; see the
+README), set before running.
 """
 from __future__ import annotations
 
