@@ -1,6 +1,9 @@
 """cnntrain's own threads (engine.parallel): the splitting itself, and every layer that
 splits its work, re-run with three workers and no size threshold so that the split
 paths run even on the suite's tiny arrays."""
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -152,3 +155,22 @@ def test_scale_split_over_workers(split_everything, shape, params, operand, axis
 def test_eltwise_sum_split_over_workers(split_everything, params):
     reference = (lambda a, b, c: a + b + c) if not params else (lambda a, b, c: a - b + 0.5 * c)
     structure.test_eltwise(params, reference)
+
+
+@pytest.mark.parametrize("env, numpy_first, expected", [
+    ({"OMP_NUM_THREADS": "3"}, False, "3 True"),              # workers follow OMP_NUM_THREADS
+    ({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "2"}, False, "1 False"),  # BLAS threads
+    ({"OMP_NUM_THREADS": "3"}, True, "1 False"),              # NumPy loaded too early
+    ({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1"}, True, "3 True"),
+])
+def test_who_threads_depends_on_the_environment_and_import_order(env, numpy_first, expected):
+    """cnntrain's workers run only when the BLAS is known to run on one thread."""
+    code = ("import numpy\n" if numpy_first else "") + (
+        "import cnntrain\n"
+        "from cnntrain.engine.parallel import worker_count\n"
+        "print(worker_count(), cnntrain.BLAS_SINGLE_THREADED)\n")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert " ".join(out) == expected

@@ -49,8 +49,8 @@ def accounted(kind: str) -> Callable[[Callable], Callable]:
 
 @accounted("gemm")
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``np.matmul`` (stacks of matrices included), split over cnntrain's workers: the one entry point of the layers' matrix products, so that their time can
-    be accounted."""
+    """``np.matmul`` (stacks of matrices included), split over cnntrain's workers: the
+    one entry point of the layers' matrix products, so that their time can be accounted."""
     if out is None:
         shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
         out = np.empty(shape, np.result_type(a, b))

@@ -91,11 +91,10 @@ def over_batch(n: int, fn: Callable[[slice], object], elements: int,
     """Call ``fn(s)`` for slices ``s`` covering ``range(n)``, concurrently.
 
     ``elements`` is the size of the whole job; below ``min_elements`` (default
-    ``MIN_SPLIT_ELEMENTS``) it runs in the
-    caller in one call. ``fn`` must write only what its slice owns. The caller's thread
-    does the first slice, so one worker means no thread at all, and a call from a worker
-    runs inline (it would otherwise wait for itself). An exception in any slice is
-    raised here, after every slice has finished.
+    ``MIN_SPLIT_ELEMENTS``) it runs in the caller in one call. ``fn`` must write only
+    what its slice owns. The caller's thread does the first slice, so one worker means
+    no thread at all, and a call from a worker runs inline (it would otherwise wait for
+    itself). An exception in any slice is raised here, after every slice has finished.
     """
     if min_elements is None:
         min_elements = MIN_SPLIT_ELEMENTS
@@ -133,6 +132,7 @@ def ufunc_over_batch(ufunc: Callable, out: np.ndarray, *operands: np.ndarray) ->
     size or broadcast over it (scalars, a leading axis of 1). Returns ``out``."""
     if out.ndim == 0:
         return ufunc(*operands, out=out)
+
     def part(s: slice) -> None:
         ufunc(*(a[s] if np.ndim(a) and np.shape(a)[0] == out.shape[0] else a
                 for a in operands), out=out[s])
