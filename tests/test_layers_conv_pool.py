@@ -186,7 +186,22 @@ POOL_CASES = [
     dict(pool="MAX", global_pooling=True),
     dict(pool="MAX", kernel_size=2, stride=3),            # stride > kernel: pixels skipped
     dict(pool="AVE", kernel_h=1, kernel_w=2, stride=2),
+    dict(pool="MAX", kernel_size=5, stride=3, pad=2),     # phases that start in the pad
 ]
+
+
+@pytest.mark.parametrize("stride, pad, size", [(2, 0, 7), (2, 1, 6), (3, 2, 7), (2, 1, 1),
+                                               (3, 0, 2), (4, 3, 5)])
+def test_phase_span_finds_exactly_the_real_pixels_of_each_phase(stride, pad, size):
+    from cnntrain.layers.pool import phase_span
+    padded = size + 2 * pad + stride          # longer than any window reaches
+    for phase in range(stride):
+        length = -(-(padded - phase) // stride)
+        real = [r for r in range(length) if 0 <= phase + stride * r - pad < size]
+        first, source, count = phase_span(phase, stride, pad, size, length)
+        assert list(range(first, first + count)) == real
+        if real:
+            assert source == phase + stride * first - pad
 
 
 @pytest.mark.parametrize("params", POOL_CASES)

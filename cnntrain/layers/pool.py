@@ -32,6 +32,17 @@ def ave_divisor(size: int, kernel: int, stride: int, pad: int, out: int) -> np.n
     return (end - start).astype(np.float64)
 
 
+def phase_span(phase: int, stride: int, pad: int, size: int, length: int) -> tuple[int, int, int]:
+    """Where input pixels land in one stride phase of a padded axis: the phase holds
+    padded positions ``phase + stride*r`` for r < ``length``. Returns (first r that is a
+    real pixel, that pixel's index in the input, how many real pixels follow)."""
+    first = max(0, -(-(pad - phase) // stride))
+    source = phase + stride * first - pad
+    if first >= length or source >= size:
+        return min(first, length), 0, 0
+    return first, source, min(length - first, (size - 1 - source) // stride + 1)
+
+
 @register("Pooling")
 class Pooling(Layer):
     """MAX routes each output's gradient to its argmax; AVE spreads it evenly.
@@ -85,29 +96,43 @@ class Pooling(Layer):
                 yield i * self.kw + j, xp[:, :, i:i + self.sh * (self.ho - 1) + 1:self.sh,
                                           j:j + self.sw * (self.wo - 1) + 1:self.sw]
 
-    def _unit_stride_windows(self, xp: np.ndarray) -> tuple[list, list[np.ndarray]]:
-        """The views of ``_windows`` for reading, made unit-stride when the stride is > 1,
-        and the ((a, b), plane) copies they read, which ``_fill_phases`` fills.
+    def _read_views(self, x: np.ndarray, fill: float):
+        """The kh*kw views that hold every window's element at each offset, and the
+        function that fills what they view for one batch slice.
 
-        A strided view makes every pass over it gather every other float. Copying ``xp``
-        once into its stride phases ``xp[:, :, a::sh, b::sw]`` makes each window offset
-        (i, j) a plain shifted slice of phase (i % sh, j % sw): the kh*kw passes that
-        follow then run over contiguous rows (3x faster for 3x3/2 pooling).
+        Stride 1: views of a padded copy of ``x``. Stride > 1: a strided view would make
+        every pass gather every other float. Instead ``x`` is copied once into its stride
+        phases (plane (a, b) holds padded pixels (a + sh*r, b + sw*q)), and window offset
+        (i, j) is a plain shifted slice of phase (i % sh, j % sw): the kh*kw passes that
+        follow run over contiguous rows (3x faster for 3x3/2 pooling). The phases are
+        filled from ``x`` directly; the padding exists only in their borders.
         """
+        n, c = x.shape[:2]
         if self.sh == self.sw == 1:
-            return [], [view for _, view in self._windows(xp)]
-        n, c = xp.shape[:2]
+            xp = self.ws.get("xp", (n, c, self.hp, self.wp), x.dtype)
+            return ((lambda s: self._fill_padded(x, xp, fill, s)),
+                    [view for _, view in self._windows(xp)])
         phases = {(a, b): self.ws.get(f"phase{a}_{b}", (n, c, -(-(self.hp - a) // self.sh),
-                                                        -(-(self.wp - b) // self.sw)), xp.dtype)
+                                                        -(-(self.wp - b) // self.sw)), x.dtype)
                   for a in range(min(self.sh, self.kh)) for b in range(min(self.sw, self.kw))}
         views = [phases[i % self.sh, j % self.sw][:, :, i // self.sh:i // self.sh + self.ho,
                                                   j // self.sw:j // self.sw + self.wo]
                  for i in range(self.kh) for j in range(self.kw)]
-        return list(phases.items()), views
+        return (lambda s: self._fill_phases(x, phases, fill, s)), views
 
-    def _fill_phases(self, xp: np.ndarray, phases, s: slice) -> None:
-        for (a, b), plane in phases:
-            plane[s] = xp[s, :, a::self.sh, b::self.sw]
+    def _fill_phases(self, x: np.ndarray, phases, fill: float, s: slice) -> None:
+        h, w = x.shape[2:]
+        for (a, b), plane in phases.items():
+            r0, top, rows = phase_span(a, self.sh, self.ph, h, plane.shape[2])
+            c0, left, cols = phase_span(b, self.sw, self.pw, w, plane.shape[3])
+            p = plane[s]
+            for border in (p[:, :, :r0], p[:, :, r0 + rows:],
+                           p[:, :, r0:r0 + rows, :c0], p[:, :, r0:r0 + rows, c0 + cols:]):
+                border.fill(fill)
+            if rows and cols:
+                p[:, :, r0:r0 + rows, c0:c0 + cols] = \
+                    x[s, :, top:top + self.sh * (rows - 1) + 1:self.sh,
+                      left:left + self.sw * (cols - 1) + 1:self.sw]
 
     def _fill_padded(self, x: np.ndarray, xp: np.ndarray, fill: float, s: slice) -> None:
         h, w = x.shape[2:]
@@ -120,14 +145,12 @@ class Pooling(Layer):
         n, c = x.shape[:2]
         self.in_shape = x.shape
         is_max = self.method == "MAX"
-        xp = self.ws.get("xp", (n, c, self.hp, self.wp), x.dtype)
-        phases, views = self._unit_stride_windows(xp)
+        fill_views, views = self._read_views(x, -np.inf if is_max else 0.0)
         y = np.empty((n, c, self.ho, self.wo), x.dtype)
         scale = None if is_max else self.inv_divisor.astype(x.dtype)
 
         def images(s: slice) -> None:
-            self._fill_padded(x, xp, -np.inf if is_max else 0.0, s)
-            self._fill_phases(xp, phases, s)
+            fill_views(s)
             ys = y[s]
             ys[...] = views[0][s]
             for view in views[1:]:
@@ -137,7 +160,7 @@ class Pooling(Layer):
                     ys += view[s]
             if not is_max:
                 ys *= scale
-        over_batch(n, images, xp.size)
+        over_batch(n, images, x.size)
         if is_max:
             self.views, self.y = views, y
         return [y]
