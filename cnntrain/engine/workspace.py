@@ -36,3 +36,22 @@ class Workspace:
     def clear(self) -> None:
         self._flat.clear()
         self._last_shape.clear()
+
+
+class ColumnBudget:
+    """Bytes of im2col columns that a net's convolutions may keep from the forward pass
+    for the backward, instead of rebuilding them there: 2-9 % of a step in the medians of
+    alternating runs (cifar10_quick keeps all three layers' 133 MB at batch 100). Layers
+    take their share at setup, in net order, while it lasts."""
+
+    DEFAULT_BYTES = 256 << 20
+
+    def __init__(self, nbytes: int = DEFAULT_BYTES) -> None:
+        self.bytes_left = nbytes
+
+    def take(self, nbytes: int) -> bool:
+        """Reserve ``nbytes`` if that many are left."""
+        if nbytes > self.bytes_left:
+            return False
+        self.bytes_left -= nbytes
+        return True

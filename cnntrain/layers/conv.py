@@ -51,6 +51,11 @@ class Convolution(Layer):
             self.blobs.append(self.make_param((self.cout,), p.bias_filler, 1, fan_in, fan_out))
         self.ws = Workspace()
         self.one_by_one = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+        # A TRAIN net keeps the forward's columns for the weight gradient while its
+        # budget lasts (a 1x1 convolution's columns are its input: nothing to keep).
+        column_bytes = n * self.ho * self.wo * self.kh * self.kw * c * self.dtype.itemsize
+        self.keep_columns = (self.phase == "TRAIN" and not (self.one_by_one and self.group == 1)
+                             and self.ctx.columns.take(column_bytes))
         return [(n, self.cout, self.ho, self.wo)]
 
     # --- layouts -------------------------------------------------------------------
@@ -63,13 +68,21 @@ class Convolution(Layer):
         w = self.blobs[0].data.reshape(g, cog, -1, self.kh, self.kw)
         return np.ascontiguousarray(w.transpose(0, 1, 3, 4, 2)).reshape(g, cog, -1)
 
-    def _columns(self, xp_chunk: np.ndarray, m: int) -> np.ndarray:
+    def _columns(self, xp: np.ndarray, a: int, m: int, built: bool = False) -> np.ndarray:
+        """Columns (G, m*ho*wo, kh*kw*C/G) of images a..a+m of padded ``xp``. Kept
+        columns live in one buffer for the whole batch; ``built``: the forward made them."""
+        chunk = xp[a:a + m]
         if self.one_by_one and self.group == 1:
-            return xp_chunk.reshape(1, m * self.ho * self.wo, -1)   # already the columns
-        c = xp_chunk.shape[3]
-        col = self.ws.get("col", (self.group, m * self.ho * self.wo,
-                                  self.kh * self.kw * c // self.group), xp_chunk.dtype)
-        return im2col(xp_chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, col,
+            return chunk.reshape(1, m * self.ho * self.wo, -1)   # already the columns
+        hw, k = self.ho * self.wo, self.kh * self.kw * xp.shape[3] // self.group
+        if self.keep_columns:
+            col = self.ws.get("kept", (self.group, xp.shape[0] * hw, k), xp.dtype)[
+                :, a * hw:(a + m) * hw]
+            if built:
+                return col
+        else:
+            col = self.ws.get("col", (self.group, m * hw, k), xp.dtype)
+        return im2col(chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, col,
                       self.dh, self.dw)
 
     def _chunk(self, c: int, n: int) -> int:
@@ -90,7 +103,7 @@ class Convolution(Layer):
         for a in range(0, n, step):
             m = min(step, n - a)
             yb = out[:, :, :m * hw]
-            gemm(self.wmat, self._columns(xp[a:a + m], m).transpose(0, 2, 1), out=yb)
+            gemm(self.wmat, self._columns(xp, a, m).transpose(0, 2, 1), out=yb)
             channel_major_to_nchw(yb, y[a:a + m])
         if len(self.blobs) > 1:
             ufunc_over_batch(np.add, y, y, self.blobs[1].data.reshape(1, -1, 1, 1))
@@ -114,7 +127,7 @@ class Convolution(Layer):
         for a in range(0, n, step):
             m = min(step, n - a)
             dyb = nchw_to_channel_major(dy[a:a + m], self.group, dyb_all[:, :, :m * hw])
-            gemm(dyb, self._columns(xp[a:a + m], m), out=dw_tmp)
+            gemm(dyb, self._columns(xp, a, m, built=True), out=dw_tmp)
             dw_sum += dw_tmp
             if want_dx:
                 self._input_grad(dyb, dy[a:a + m], dx[a:a + m])
