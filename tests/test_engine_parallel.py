@@ -43,7 +43,7 @@ def test_over_batch_runs_each_slice_once_on_several_threads(split_everything):
         barrier.wait()      # all three slices must be running at once
         seen.append((s.start, s.stop))
         threads.add(threading.get_ident())
-    parallel.over_batch(9, part, elements=9)
+    parallel.over_slices(9, part, elements=9)
     assert sorted(seen) == [(0, 3), (3, 6), (6, 9)] and len(threads) == 3
 
 
@@ -51,7 +51,7 @@ def test_small_jobs_and_one_worker_stay_in_the_caller(monkeypatch):
     calls = []
     parallel.set_worker_count(3)
     try:
-        parallel.over_batch(8, lambda s: calls.append((s, threading.get_ident())),
+        parallel.over_slices(8, lambda s: calls.append((s, threading.get_ident())),
                             elements=parallel.MIN_SPLIT_ELEMENTS - 1)
     finally:
         parallel.set_worker_count(None)
@@ -66,7 +66,7 @@ def test_an_error_in_a_worker_reaches_the_caller_after_all_slices(split_everythi
             raise ValueError("slice 3 failed")
         done.append(s.start)
     with pytest.raises(ValueError, match="slice 3 failed"):
-        parallel.over_batch(9, part, elements=9)
+        parallel.over_slices(9, part, elements=9)
     assert sorted(done) == [0, 6]
 
 
@@ -75,7 +75,7 @@ def test_a_split_inside_a_worker_runs_inline_instead_of_deadlocking(split_everyt
 
     def inner(s):
         parallel.ufunc_over_batch(np.add, out[s], out[s], 1.0)
-    parallel.over_batch(12, inner, elements=12)
+    parallel.over_slices(12, inner, elements=12)
     np.testing.assert_array_equal(out, np.ones(12))
 
 

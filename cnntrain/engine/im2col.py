@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnntrain.engine.accounting import accounted
-from cnntrain.engine.parallel import copy_over_batch, over_batch
+from cnntrain.engine.parallel import copy_over_batch, over_slices
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
@@ -112,7 +112,7 @@ def col2im(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int
                 top, left = i * dh, j * dw
                 grouped[s, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] += \
                     cols[:, s, :, :, i, j].transpose(1, 2, 3, 0, 4)
-    over_batch(n, images, col.size)
+    over_slices(n, images, col.size)
     return out
 
 

@@ -1,4 +1,4 @@
-"""cnntrain's own threads: GEMM rows and batch slices, split over a few workers.
+"""cnntrain's own threads: GEMM rows, batch and channel slices, split over a few workers.
 
 BLAS libraries thread a GEMM themselves, but on the skinny products of im2col
 convolutions (tens of output channels, thousands of pixels) two single-threaded GEMMs
@@ -8,8 +8,9 @@ GIL inside all of them, so the same work on disjoint slices in a few Python thre
 really runs in parallel. The BLAS is then kept on one thread (see ``cnntrain/__init__``).
 
 Only work that writes disjoint parts of its output goes through here (copies,
-element-wise ops, GEMM rows, whole images), so results do not depend on the timing of
-the threads; reductions over the batch stay in the caller, in a fixed order.
+element-wise ops, GEMM rows, whole images, whole channels), so results do not depend on
+the timing of the threads: a reduction is never split, it runs whole in one thread
+(a channel's statistics in its worker, a sum over the batch in the caller).
 
 How many workers: ``OMP_NUM_THREADS`` if set, else the cores this process may use.
 When the BLAS runs threads of its own (``OPENBLAS_NUM_THREADS`` above 1, or NumPy
@@ -86,9 +87,10 @@ def slices(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def over_batch(n: int, fn: Callable[[slice], object], elements: int,
-               min_elements: int | None = None) -> None:
-    """Call ``fn(s)`` for slices ``s`` covering ``range(n)``, concurrently.
+def over_slices(n: int, fn: Callable[[slice], object], elements: int,
+                min_elements: int | None = None) -> None:
+    """Call ``fn(s)`` for slices ``s`` covering ``range(n)``, concurrently: ``n``
+    images, channels, elements or matrix rows, whatever axis ``fn`` slices.
 
     ``elements`` is the size of the whole job; below ``min_elements`` (default
     ``MIN_SPLIT_ELEMENTS``) it runs in the caller in one call. ``fn`` must write only
@@ -117,13 +119,13 @@ def copy_over_batch(dst: np.ndarray, src: np.ndarray, axis: int = 0) -> np.ndarr
     def part(s: slice) -> None:
         index = (slice(None),) * axis + (s,)
         np.copyto(dst[index], src[index])
-    over_batch(dst.shape[axis], part, dst.size)
+    over_slices(dst.shape[axis], part, dst.size)
     return dst
 
 
 def fill_over_batch(dst: np.ndarray, value: float) -> np.ndarray:
     """``dst.fill(value)`` split along axis 0; returns ``dst``."""
-    over_batch(dst.shape[0], lambda s: dst[s].fill(value), dst.size)
+    over_slices(dst.shape[0], lambda s: dst[s].fill(value), dst.size)
     return dst
 
 
@@ -136,7 +138,7 @@ def ufunc_over_batch(ufunc: Callable, out: np.ndarray, *operands: np.ndarray) ->
     def part(s: slice) -> None:
         ufunc(*(a[s] if np.ndim(a) and np.shape(a)[0] == out.shape[0] else a
                 for a in operands), out=out[s])
-    over_batch(out.shape[0], part, out.size)
+    over_slices(out.shape[0], part, out.size)
     return out
 
 
@@ -152,5 +154,5 @@ def split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     else:
         def part(s: slice) -> None:
             np.matmul(a, b[..., s], out=out[..., s])
-    over_batch(max(rows, cols), part, out.size * depth, min_elements=MIN_SPLIT_MACS)
+    over_slices(max(rows, cols), part, out.size * depth, min_elements=MIN_SPLIT_MACS)
     return out

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from cnntrain.engine.parallel import over_batch
+from cnntrain.engine.parallel import over_slices
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import nchw
 from cnntrain.layers.inner_product import canonical_axis
@@ -76,7 +76,7 @@ class BatchNorm(Layer):
                 var[s] = np.square(centred).mean(axis=(0, 2))
             self.inv_std[s] = 1.0 / np.sqrt(var[s] + eps)
             np.multiply(centred, self.inv_std[s, None], out=self.y3[:, s])
-        over_batch(self.channels, channels, x3.size)
+        over_slices(self.channels, channels, x3.size)
         if batch_stats:
             self._accumulate(mean, var, x3.shape[0] * x3.shape[2], p.moving_average_fraction)
         return [self.y3.reshape(x.shape)]
@@ -109,7 +109,7 @@ class BatchNorm(Layer):
                 d, y = dy3[:, s], self.y3[:, s]
                 t = d - d.mean(axis=(0, 2))[:, None] - y * (d * y).mean(axis=(0, 2))[:, None]
                 np.multiply(t, inv[s], out=dx[:, s])
-            over_batch(self.channels, channels, dy3.size)
+            over_slices(self.channels, channels, dy3.size)
             return [dx.reshape(top_diff[0].shape)]
         self._statistic_gradients(dy3)
         return [(dy3 * inv).reshape(top_diff[0].shape) if propagate_down[0] else None]
@@ -212,7 +212,7 @@ class Scale(_AxisOperand):
             np.multiply(self.x3[:, s], scale[:, s], out=y[:, s])
             if bias is not None:
                 y[:, s] += bias[:, s]
-        over_batch(self.scale.size, operand, y.size)
+        over_slices(self.scale.size, operand, y.size)
         return [y.reshape(x.shape)]
 
     def backward(self, top_diff, propagate_down):
@@ -231,7 +231,7 @@ class Scale(_AxisOperand):
             d_scale[s] = (d * self.x3[:, s]).sum(axis=(0, 2))
             if dx is not None:
                 np.multiply(d, scale[:, s], out=dx[:, s])
-        over_batch(size, operand, dy3.size)
+        over_slices(size, operand, dy3.size)
         if d_bias is not None:
             self.blobs[-1].diff += d_bias.reshape(self.blobs[-1].shape)
         return self.deliver(None if dx is None else dx.reshape(top_diff[0].shape),

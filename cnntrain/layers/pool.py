@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from cnntrain.engine import Workspace
-from cnntrain.engine.parallel import over_batch
+from cnntrain.engine.parallel import over_slices
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
 
@@ -160,7 +160,7 @@ class Pooling(Layer):
                     ys += view[s]
             if not is_max:
                 ys *= scale
-        over_batch(n, images, x.size)
+        over_slices(n, images, x.size)
         if is_max:
             self.views, self.y = views, y
         return [y]
@@ -187,7 +187,7 @@ class Pooling(Layer):
             dxp[s].fill(0)
             route(s)
             dx[s] = dxp[s, :, self.ph:self.ph + h, self.pw:self.pw + w]
-        over_batch(n, images, dxp.size)
+        over_slices(n, images, dxp.size)
         return [dx]
 
     def _max_router(self, dy: np.ndarray, dxp: np.ndarray):

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from cnntrain.engine.parallel import over_batch, ufunc_over_batch
+from cnntrain.engine.parallel import over_slices, ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, register
 from cnntrain.layers.inner_product import canonical_axis
 
@@ -159,7 +159,7 @@ class Eltwise(Layer):
                 np.multiply(flat[1][s], t(self.coeff[0]), out=ys)
                 for c, x in zip(self.coeff[1:], flat[2:]):
                     ys += x[s] * t(c) if c != 1 else x[s]
-            over_batch(y.size, elements, y.size * len(bottom))
+            over_slices(y.size, elements, y.size * len(bottom))
         elif self.op == "PROD":
             y = math.prod(bottom[1:], start=bottom[0])
         else:
