@@ -131,3 +131,27 @@ def test_same_seed_same_init_different_seed_differs():
     a, b, c = build(SMALL_NET, seed=3), build(SMALL_NET, seed=3), build(SMALL_NET, seed=4)
     np.testing.assert_array_equal(a.params[0].data, b.params[0].data)
     assert not np.array_equal(a.params[0].data, c.params[0].data)
+
+
+def test_layers_refill_their_own_buffers_and_keep_no_stale_values():
+    """Tops and bottom diffs live in buffers kept between steps (no page faults every
+    step); a step must still not depend on what the previous step left in them."""
+    used = build(SMALL_NET, force_backward=True)
+    fill_inputs(used, seed=1)
+    used.forward()
+    used.backward()
+    first = {name: blob for name, blob in used.blobs.items()}
+    fill_inputs(used, seed=2)
+    used.clear_param_diffs()
+    used.forward()
+    used.backward()
+    fresh = build(SMALL_NET, force_backward=True)
+    fill_inputs(fresh, seed=2)
+    fresh.forward()
+    fresh.backward()
+    for name in ("conv1", "pool1", "conv2"):
+        assert np.shares_memory(used.blobs[name], first[name]), name
+        np.testing.assert_array_equal(used.blobs[name], fresh.blobs[name])
+    np.testing.assert_array_equal(used.input_diffs["data"], fresh.input_diffs["data"])
+    for a, b in zip(used.params, fresh.params):
+        np.testing.assert_array_equal(a.diff, b.diff)

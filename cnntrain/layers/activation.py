@@ -41,15 +41,15 @@ class ReLU(_Elementwise):
     def forward(self, bottom):
         (x,) = bottom
         self.slope = self.param("relu_param").negative_slope
-        self.positive = ufunc_over_batch(np.greater, np.empty(x.shape, bool), x, 0)
+        self.positive = ufunc_over_batch(np.greater, self.buffer("mask", x.shape, bool), x, 0)
         if self.slope:
             return [np.where(self.positive, x, x * x.dtype.type(self.slope))]
-        return [ufunc_over_batch(np.maximum, np.empty_like(x), x, 0)]
+        return [ufunc_over_batch(np.maximum, self.buffer("y", x.shape, x.dtype), x, 0)]
 
     def grad(self, dy):
         if self.slope:
             return np.where(self.positive, dy, dy * dy.dtype.type(self.slope))
-        return ufunc_over_batch(np.multiply, np.empty_like(dy), dy, self.positive)
+        return ufunc_over_batch(np.multiply, self.buffer("dx", dy.shape, dy.dtype), dy, self.positive)
 
 
 @register("Sigmoid")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from cnntrain.blob import Param, Statistic
-from cnntrain.engine.workspace import ColumnBudget
+from cnntrain.engine.workspace import ColumnBudget, Workspace
 
 if TYPE_CHECKING:
     from cnntrain.config.specs import LayerSpec
@@ -74,6 +74,9 @@ class Layer:
     Subclasses set ``param_blocks`` (the ``*_param`` blocks they read) and bottom/top
     counts, and implement ``setup``, ``forward`` and ``backward``. Parameters live in
     ``self.blobs`` as :class:`Param` objects; backward *adds* their gradients to ``.diff``.
+
+    As in Caffe, the arrays a layer returns (tops, bottom diffs) may be its own buffers,
+    refilled by its next forward or backward: copy one to keep it past that.
     """
 
     type_name: ClassVar[str] = ""
@@ -94,6 +97,8 @@ class Layer:
         self.dtype = np.dtype(ctx.dtype)
         self.blobs: list[Param] = []
         self.shared: dict[str, Param] = {}   # the net's parameters by key (set by the net)
+        #: Scratch and output buffers kept between steps (see :meth:`buffer`).
+        self.ws = Workspace()
 
     def default_loss_weight(self, top_index: int) -> float:
         """The weight of top ``top_index`` in the loss when ``loss_weight`` is not given:
@@ -118,6 +123,17 @@ class Layer:
         raise NotImplementedError
 
     # --- helpers -------------------------------------------------------------------
+    def buffer(self, name: str, shape: Shape, dtype: Any) -> np.ndarray:
+        """This layer's array ``name``, kept from step to step: for what it fills every
+        step and hands on (a top, a bottom diff, a mask its backward reads).
+
+        A fresh ``np.empty`` of a few MB goes back to the system when freed and is
+        faulted in again on the next step: about 1,900 page faults and 17 ms of system
+        time per cifar10_quick step (batch 100) before these buffers; about 150 after.
+        Contents are undefined until written.
+        """
+        return self.ws.get(name, shape, dtype)
+
     def param_key(self, index: int) -> str:
         """Parameters are shared by key: ``param[i].name`` if given, else ``layer/i``."""
         specs = self.spec.param_specs

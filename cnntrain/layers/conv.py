@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine import (Workspace, batch_chunk, channel_major_to_nchw, col2im,
+from cnntrain.engine import (batch_chunk, channel_major_to_nchw, col2im,
                              conv_out_size, gemm, im2col, nchw_to_channel_major, pad_to_nhwc)
 from cnntrain.engine.parallel import copy_over_batch, fill_over_batch, ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, Shape, register
@@ -49,7 +49,6 @@ class Convolution(Layer):
                                       fan_in, fan_out)]
         if p.bias_term:
             self.blobs.append(self.make_param((self.cout,), p.bias_filler, 1, fan_in, fan_out))
-        self.ws = Workspace()
         self.one_by_one = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
         # A TRAIN net keeps the forward's columns for the weight gradient while its
         # budget lasts (a 1x1 convolution's columns are its input: nothing to keep).
@@ -96,7 +95,7 @@ class Convolution(Layer):
         xp = self.ws.get("xp", (n, h + 2 * self.ph, w + 2 * self.pw, c), x.dtype, zero=True)
         self.xp = pad_to_nhwc(x, self.ph, self.pw, xp)
         self.wmat = self._weight_matrix()
-        y = np.empty((n, self.cout, self.ho, self.wo), x.dtype)
+        y = self.buffer("y", (n, self.cout, self.ho, self.wo), x.dtype)
         step = self._chunk(c, n)
         hw = self.ho * self.wo
         out = self.ws.get("out", (self.group, self.cout // self.group, step * hw), x.dtype)
@@ -117,7 +116,7 @@ class Convolution(Layer):
         if len(self.blobs) > 1:
             self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
         want_dx = propagate_down[0]
-        dx = np.empty((n, c, h, w), dy.dtype) if want_dx else None
+        dx = self.buffer("dx", (n, c, h, w), dy.dtype) if want_dx else None
         step = self._chunk(c, n)
         hw = self.ho * self.wo
         dyb_all = self.ws.get("dy", (self.group, self.cout // self.group, step * hw), dy.dtype)

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine import (Workspace, batch_chunk, col2im, gemm, groups_to_nchw, im2col,
+from cnntrain.engine import (batch_chunk, col2im, gemm, groups_to_nchw, im2col,
                              nchw_to_groups, pad_to_nhwc)
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
@@ -45,7 +45,6 @@ class Deconvolution(Layer):
                                       fan_in, fan_out)]
         if p.bias_term:
             self.blobs.append(self.make_param((self.cout,), p.bias_filler, 1, fan_in, fan_out))
-        self.ws = Workspace()
         return [(n, self.cout, self.ho, self.wo)]
 
     # Weights (C_in, C_out/G, kh, kw) as the engine's per-group matrix

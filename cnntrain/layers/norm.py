@@ -64,7 +64,8 @@ class BatchNorm(Layer):
             mean, var = self._running_stats()
         eps = x.dtype.type(p.eps)
         self.inv_std = np.empty(self.channels, np.result_type(var, x))
-        self.centred, self.y3 = np.empty_like(x3), np.empty_like(x3)
+        self.centred = self.buffer("centred", x3.shape, x3.dtype)
+        self.y3 = self.buffer("y", x3.shape, x3.dtype)
 
         def channels(s: slice) -> None:
             # Channels are independent: each worker takes a block of them whole.
@@ -102,7 +103,7 @@ class BatchNorm(Layer):
         if not self.global_stats:
             if not propagate_down[0]:
                 return [None]
-            dx = np.empty_like(dy3)
+            dx = self.buffer("dx", dy3.shape, dy3.dtype)
 
             def channels(s: slice) -> None:
                 # Through the batch mean and variance: the two mean terms below.
@@ -206,7 +207,7 @@ class Scale(_AxisOperand):
         self.x3 = x.reshape(self.view(x.shape, self.scale.size))
         scale = self.broadcast(self.scale)
         bias = self.broadcast(self.blobs[-1].data) if self.has_bias else None
-        y = np.empty(self.x3.shape, np.result_type(self.x3, scale))
+        y = self.buffer("y", self.x3.shape, np.result_type(self.x3, scale))
 
         def operand(s: slice) -> None:
             np.multiply(self.x3[:, s], scale[:, s], out=y[:, s])
@@ -221,7 +222,8 @@ class Scale(_AxisOperand):
         size = self.scale.size
         d_scale = np.empty(size, dy3.dtype)
         d_bias = np.empty(size, dy3.dtype) if self.has_bias else None
-        dx = np.empty(dy3.shape, np.result_type(dy3, scale)) if propagate_down[0] else None
+        dx = (self.buffer("dx", dy3.shape, np.result_type(dy3, scale)) if propagate_down[0]
+              else None)
 
         def operand(s: slice) -> None:
             # reduce()'s sums, one block of the operand's entries per worker.

@@ -6,7 +6,6 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine import Workspace
 from cnntrain.engine.parallel import over_slices
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
@@ -86,7 +85,6 @@ class Pooling(Layer):
             div = np.outer(ave_divisor(h, self.kh, self.sh, self.ph, self.ho),
                            ave_divisor(w, self.kw, self.sw, self.pw, self.wo))
             self.inv_divisor = (1.0 / div)
-        self.ws = Workspace()
         return [(n, c, self.ho, self.wo)]
 
     def _windows(self, xp: np.ndarray):
@@ -146,7 +144,7 @@ class Pooling(Layer):
         self.in_shape = x.shape
         is_max = self.method == "MAX"
         fill_views, views = self._read_views(x, -np.inf if is_max else 0.0)
-        y = np.empty((n, c, self.ho, self.wo), x.dtype)
+        y = self.buffer("y", (n, c, self.ho, self.wo), x.dtype)
         scale = None if is_max else self.inv_divisor.astype(x.dtype)
 
         def images(s: slice) -> None:
@@ -171,7 +169,7 @@ class Pooling(Layer):
         (dy,) = top_diff
         n, c, h, w = self.in_shape
         dxp = self.ws.get("dxp", (n, c, self.hp, self.wp), dy.dtype)
-        dx = np.empty(self.in_shape, dy.dtype)
+        dx = self.buffer("dx", self.in_shape, dy.dtype)
         if self.method == "MAX":
             route = self._max_router(dy, dxp)
         else:

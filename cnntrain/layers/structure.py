@@ -151,7 +151,7 @@ class Eltwise(Layer):
     def forward(self, bottom):
         t = bottom[0].dtype.type
         if self.op == "SUM":
-            y = np.empty(bottom[0].shape, np.result_type(*bottom))
+            y = self.buffer("y", bottom[0].shape, np.result_type(*bottom))
             flat = [y.reshape(-1)] + [x.reshape(-1) for x in bottom]
 
             def elements(s: slice) -> None:
@@ -181,7 +181,8 @@ class Eltwise(Layer):
             if not want:
                 out.append(None)
             elif self.op == "SUM":
-                out.append(ufunc_over_batch(np.multiply, np.empty_like(dy), dy, t(self.coeff[i])))
+                dx = self.buffer(f"dx{i}", dy.shape, dy.dtype)
+                out.append(ufunc_over_batch(np.multiply, dx, dy, t(self.coeff[i])))
             elif self.op == "MAX":
                 out.append(dy * (self.argmax == i))
             elif self.stable:
