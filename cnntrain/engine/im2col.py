@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnntrain.engine.accounting import accounted
-from cnntrain.engine.parallel import copy_over_batch, over_slices
+from cnntrain.engine.parallel import copy_over_batch, over_slices, ufunc_over_batch
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
@@ -63,12 +63,18 @@ def nchw_to_channel_major(a: np.ndarray, groups: int, out: np.ndarray) -> np.nda
     return out
 
 
-def channel_major_to_nchw(a: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``a`` (G, k, m*h*w) into NCHW ``out`` (m, G*k, h, w): the inverse."""
+def channel_major_to_nchw(a: np.ndarray, out: np.ndarray,
+                          bias: np.ndarray | None = None) -> np.ndarray:
+    """``a`` (G, k, m*h*w) into NCHW ``out`` (m, G*k, h, w): the inverse. With ``bias``
+    (G*k,), each channel's bias is added in the same pass (no second pass over ``out``)."""
     m, _, h, w = out.shape
     groups = a.shape[0]
-    copy_over_batch(out.reshape(m, groups, -1, h * w),
-                    a.reshape(groups, -1, m, h * w).transpose(2, 0, 1, 3))
+    dst = out.reshape(m, groups, -1, h * w)
+    src = a.reshape(groups, -1, m, h * w).transpose(2, 0, 1, 3)
+    if bias is None:
+        copy_over_batch(dst, src)
+    else:
+        ufunc_over_batch(np.add, dst, src, bias.reshape(1, groups, -1, 1))
     return out
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from cnntrain.engine import (batch_chunk, channel_major_to_nchw, col2im,
                              conv_out_size, gemm, im2col, nchw_to_channel_major, pad_to_nhwc)
-from cnntrain.engine.parallel import copy_over_batch, fill_over_batch, ufunc_over_batch
+from cnntrain.engine.parallel import copy_over_batch, fill_over_batch
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
 
@@ -99,13 +99,12 @@ class Convolution(Layer):
         step = self._chunk(c, n)
         hw = self.ho * self.wo
         out = self.ws.get("out", (self.group, self.cout // self.group, step * hw), x.dtype)
+        bias = self.blobs[1].data if len(self.blobs) > 1 else None
         for a in range(0, n, step):
             m = min(step, n - a)
             yb = out[:, :, :m * hw]
             gemm(self.wmat, self._columns(xp, a, m).transpose(0, 2, 1), out=yb)
-            channel_major_to_nchw(yb, y[a:a + m])
-        if len(self.blobs) > 1:
-            ufunc_over_batch(np.add, y, y, self.blobs[1].data.reshape(1, -1, 1, 1))
+            channel_major_to_nchw(yb, y[a:a + m], bias)
         return [y]
 
     def backward(self, top_diff, propagate_down):
