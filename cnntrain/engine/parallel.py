@@ -142,6 +142,18 @@ def ufunc_over_batch(ufunc: Callable, out: np.ndarray, *operands: np.ndarray) ->
     return out
 
 
+def channel_sums(a: np.ndarray) -> np.ndarray:
+    """``a.sum(axis=(0, 2, 3, ...))`` of an (N, C, ...) array: one total per channel,
+    the channels split over the workers (each channel's sum runs whole in one)."""
+    sums = np.empty(a.shape[1], a.dtype)
+    axes = (0,) + tuple(range(2, a.ndim))
+
+    def part(s: slice) -> None:
+        sums[s] = a[:, s].sum(axis=axes)
+    over_slices(a.shape[1], part, a.size)
+    return sums
+
+
 def split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``np.matmul(a, b, out=out)`` (stacks of matrices included) with the longer of
     ``out``'s two matrix axes split over the workers: the rows of ``a``, or the columns

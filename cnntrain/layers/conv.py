@@ -7,7 +7,7 @@ import numpy as np
 
 from cnntrain.engine import (batch_chunk, channel_major_to_nchw, col2im,
                              conv_out_size, gemm, im2col, nchw_to_channel_major, pad_to_nhwc)
-from cnntrain.engine.parallel import copy_over_batch, fill_over_batch
+from cnntrain.engine.parallel import channel_sums, copy_over_batch, fill_over_batch
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
 
@@ -113,7 +113,7 @@ class Convolution(Layer):
         n, hp, wp, c = xp.shape
         h, w = hp - 2 * self.ph, wp - 2 * self.pw
         if len(self.blobs) > 1:
-            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+            self.blobs[1].diff += channel_sums(dy)
         want_dx = propagate_down[0]
         dx = self.buffer("dx", (n, c, h, w), dy.dtype) if want_dx else None
         step = self._chunk(c, n)

@@ -7,6 +7,7 @@ import numpy as np
 
 from cnntrain.engine import (batch_chunk, col2im, gemm, groups_to_nchw, im2col,
                              nchw_to_groups, pad_to_nhwc)
+from cnntrain.engine.parallel import channel_sums
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
 
@@ -89,7 +90,7 @@ class Deconvolution(Layer):
         n, c, h, w = x.shape
         g = self.group
         if len(self.blobs) > 1:
-            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+            self.blobs[1].diff += channel_sums(dy)
         dx = np.empty_like(x) if propagate_down[0] else None
         dw = np.zeros_like(self.wmat)
         step = self._chunk(n, h, w)
