@@ -321,3 +321,23 @@ def test_mean_pool_spreads_gradient_evenly():
     layer.forward([np.ones((1, 1, 2, 2))])
     (dx,) = layer.backward([np.array([[[[4.0]]]])], [True])
     np.testing.assert_array_equal(dx, np.ones((1, 1, 2, 2)))
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_max_pool_routes_windows_of_inf_and_nan_to_a_pixel_of_the_window(pad):
+    """A window of -inf matches its max at its first element, a NaN window nowhere
+    (it routes to its first element too). Without padding that element is a real
+    pixel, so every output's gradient lands in dx; nothing is written out of bounds."""
+    shape = (2, 2, 7, 7)
+    layer, (top,) = make_layer("Pooling", [shape],
+                               pooling_param=dict(pool="MAX", kernel_size=3, stride=2, pad=pad))
+    x = distinct_values(shape, seed=5)
+    x[0, 0, :4, :4] = -np.inf
+    x[1, 1, 3, 3] = np.nan
+    dy = np.random.default_rng(6).uniform(1, 2, top)
+    layer.forward([x])
+    (dx,) = layer.backward([dy], [True])
+    assert np.isfinite(dx).all()
+    if pad == 0:
+        np.testing.assert_allclose(dx.sum(axis=(2, 3)), dy.sum(axis=(2, 3)), rtol=1e-12)
+        assert dx[0, 0, 0, 0] == dy[0, 0, 0, 0]     # the all -inf window, to its corner

@@ -242,15 +242,21 @@ class Pooling(Layer):
         """Each output's gradient goes to the first window element equal to its max
         (Caffe's argmax), found here rather than stored by a slower forward: visiting
         the offsets last to first and overwriting leaves the first match. Then one
-        scatter-add into the padded input, since overlapping windows can share a pixel."""
+        scatter-add, since overlapping windows can share a pixel.
+
+        Without padding the scatter goes straight into ``dx``: every window starts on a
+        real pixel, and past the far edge lies only -inf, which is never the first
+        maximum. With padding it goes into a padded copy (a window of NaN or -inf routes
+        to its first element, which may be padding)."""
         n, c, h, w = self.in_shape
         phases, out = self.kept
-        dxp = self.ws.get("dxp", (n, c, self.hp, self.wp), dy.dtype)
+        padded = bool(self.ph or self.pw)
+        target = self.ws.get("dxp", (n, c, self.hp, self.wp), dy.dtype) if padded else dx
         arg = self.ws.get("arg", out.shape, np.uint8)
         hit = self.ws.get("hit", out.shape, np.uint8)
         step = self.ws.get("step", out.shape, np.uint8)
-        base = self._scatter_base(c)[:, None, :]
-        flat = dxp.reshape(n, -1)
+        base = self._scatter_base(c, *target.shape[2:])[:, None, :]
+        flat = target.reshape(n, -1)
 
         def images(s: slice) -> None:
             taps = list(self._taps(phases, n, c, s))
@@ -268,24 +274,26 @@ class Pooling(Layer):
             # Indices within each image, offset by the image's row of ``flat``.
             m = s.stop - s.start
             chosen = (self._valid(arg, s) if self.flat else arg[s]).reshape(m, c, 1, -1)
-            image = np.arange(s.start, s.stop, dtype=base.dtype if flat.size < 2 ** 31 else np.int64)
-            target = (base + self.offset_table[chosen]
-                      + ((image - s.start) * flat.shape[1]).reshape(m, 1, 1, 1))
-            dxp[s].fill(0)
-            np.add.at(flat[s].reshape(-1), target.reshape(-1), dy[s].reshape(-1))
-            dx[s] = dxp[s, :, self.ph:self.ph + h, self.pw:self.pw + w]
+            image = np.arange(m, dtype=base.dtype if flat[s].size < 2 ** 31 else np.int64)
+            index = (base + self.offset_table[chosen]
+                     + (image * flat.shape[1]).reshape(m, 1, 1, 1))
+            target[s].fill(0)
+            np.add.at(flat[s].reshape(-1), index.reshape(-1), dy[s].reshape(-1))
+            if padded:
+                dx[s] = target[s, :, self.ph:self.ph + h, self.pw:self.pw + w]
         over_slices(n, images, arg.size * len(self.taps))
 
-    def _scatter_base(self, channels: int) -> np.ndarray:
-        """Flat index, in one image of the padded input, of every window's first element:
-        (channels, ho*wo). Also sets ``offset_table``: each window offset's distance."""
+    def _scatter_base(self, channels: int, rows: int, pitch: int) -> np.ndarray:
+        """Flat index, in one image of the scatter target (``rows`` x ``pitch`` planes),
+        of every window's first element: (channels, ho*wo). Also sets ``offset_table``:
+        each window offset's distance from it."""
         cached = getattr(self, "_base", None)
-        if cached is None or cached.shape[0] != channels:
-            dtype = np.int32 if channels * self.hp * self.wp < 2 ** 31 else np.int64
-            corner = (np.arange(self.ho)[:, None] * self.sh * self.wp
+        if cached is None or cached.shape[0] != channels or self._pitch != pitch:
+            dtype = np.int32 if channels * rows * pitch < 2 ** 31 else np.int64
+            corner = (np.arange(self.ho)[:, None] * self.sh * pitch
                       + np.arange(self.wo)[None, :] * self.sw).reshape(1, -1)
-            plane = np.arange(channels)[:, None] * (self.hp * self.wp)
-            self._base = (plane + corner).astype(dtype)
+            plane = np.arange(channels)[:, None] * (rows * pitch)
+            self._base, self._pitch = (plane + corner).astype(dtype), pitch
             i, j = np.divmod(np.arange(self.kh * self.kw), self.kw)
-            self.offset_table = (i * self.wp + j).astype(dtype)
+            self.offset_table = (i * pitch + j).astype(dtype)
         return self._base
