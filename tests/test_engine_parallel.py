@@ -112,6 +112,33 @@ def test_convolution_chunks_split_over_workers(split_everything, monkeypatch):
     conv_pool.test_convolution_chunks_agree_with_one_chunk(monkeypatch)
 
 
+@pytest.mark.parametrize("params", conv_pool.CONV_CASES)
+def test_convolution_gives_the_same_bits_with_any_worker_count(monkeypatch, params):
+    """Workers take whole chunks, each chunk's GEMMs run whole in one worker, in
+    buffers that all start on a cache line, and the weight gradient's runs are fixed
+    by the batch alone: 1 and 3 workers must agree bit for bit."""
+    import cnntrain.layers.conv as conv
+
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)                     # one image per chunk
+    shape = (5, 4, 7, 6)
+    x = np.random.default_rng(4).standard_normal(shape)
+    results = []
+    for workers in (1, 3):
+        parallel.set_worker_count(workers)
+        try:
+            layer, (top,) = conv_pool.make_layer("Convolution", [shape],
+                                                 convolution_param=params)
+            dy = np.random.default_rng(5).standard_normal(top)
+            (y,) = layer.forward([x])
+            (dx,) = layer.backward([dy], [True])
+            results.append([y.copy(), dx.copy()] + [b.diff.copy() for b in layer.blobs])
+        finally:
+            parallel.set_worker_count(None)
+    for one, three in zip(*results):
+        np.testing.assert_array_equal(one, three)
+
+
 @pytest.mark.parametrize("params", conv_pool.POOL_CASES)
 def test_pooling_split_over_workers(split_everything, params):
     conv_pool.test_pooling_matches_caffe_loops_and_gradients(params)

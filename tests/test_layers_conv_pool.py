@@ -80,42 +80,24 @@ def test_convolution_chunks_agree_with_one_chunk(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("params", CONV_CASES)
-def test_kept_columns_give_the_same_gradients_as_rebuilt_ones(params):
-    """A TRAIN layer keeps the forward's im2col columns for its weight gradient when
-    the budget allows; rebuilding them instead must not change a bit."""
-    shape = (3, 4, 7, 6)
+def test_weight_gradient_runs_of_several_chunks_agree_with_one_run_per_chunk(monkeypatch):
+    """When the per-run weight-gradient buffers would not fit, chunks share a run and
+    its buffer; the sum must be the same up to rounding."""
+    import cnntrain.layers.conv as conv
+
+    shape = (5, 3, 7, 6)
     x = np.random.default_rng(4).standard_normal(shape)
-    results = []
-    for keep in (True, False):
-        layer, (top,) = make_layer("Convolution", [shape], convolution_param=params)
-        if not keep:
-            layer.keep_columns = False
-        dy = np.random.default_rng(5).standard_normal(top)
-        (y,) = layer.forward([x])
-        (dx,) = layer.backward([dy], [True])
-        results.append([y, dx] + [b.diff.copy() for b in layer.blobs])
-    for kept, rebuilt in zip(*results):
-        np.testing.assert_array_equal(kept, rebuilt)
-
-
-def test_the_column_budget_goes_to_train_layers_in_order():
-    from cnntrain.engine import ColumnBudget
-    from cnntrain.layers import BuildContext, LAYER_TYPES
-    from cnntrain.config import parse_layer
-    from cnntrain.rng import RngStreams
-
-    # 2 images x 16 pixels x (3*3*4) values x 8 bytes = 9,216 bytes of columns per layer
-    ctx = BuildContext(RngStreams(0), np.float64, columns=ColumnBudget(2 * 9216 + 100))
-    spec = parse_layer({"name": "c", "type": "Convolution", "bottom": "x", "top": "y",
-                        "convolution_param": {"num_output": 2, "kernel_size": 3}}, "t", 0)
-    kept = []
-    for phase in ("TRAIN", "TEST", "TRAIN", "TRAIN"):
-        layer = LAYER_TYPES["Convolution"](spec, phase, ctx)
-        layer.setup([(2, 4, 6, 6)])
-        kept.append(layer.keep_columns)
-    assert kept == [True, False, True, False]
-    assert ctx.columns.bytes_left == 100
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)                     # one image per chunk
+    diffs = []
+    for room in (1 << 30, 1):                                       # 5 runs, then 1
+        monkeypatch.setattr(conv, "WEIGHT_PARTS_BYTES", room)
+        layer, (top,) = make_layer("Convolution", [shape],
+                                   convolution_param=dict(num_output=4, kernel_size=3, pad=1))
+        layer.forward([x])
+        layer.backward([np.random.default_rng(5).standard_normal(top)], [True])
+        diffs.append(layer.blobs[0].diff.copy())
+    assert np.abs(diffs[0]).max() > 0
+    np.testing.assert_allclose(diffs[0], diffs[1], rtol=1e-12, atol=1e-12)
 
 
 def test_input_gradient_is_full_convolution_with_rotated_kernel():

@@ -3,8 +3,8 @@ from cnntrain.engine.accounting import gemm, kernel_time
 from cnntrain.engine.im2col import (batch_chunk, channel_major_to_nchw, col2im, conv_out_size,
                                     groups_to_nchw, im2col, nchw_to_channel_major,
                                     nchw_to_groups, pad_to_nhwc)
-from cnntrain.engine.workspace import ColumnBudget, Workspace
+from cnntrain.engine.workspace import Workspace
 
-__all__ = ["ColumnBudget", "Workspace", "batch_chunk", "channel_major_to_nchw", "col2im", "conv_out_size",
+__all__ = ["Workspace", "batch_chunk", "channel_major_to_nchw", "col2im", "conv_out_size",
            "gemm", "groups_to_nchw", "im2col", "kernel_time", "nchw_to_channel_major",
            "nchw_to_groups", "pad_to_nhwc"]

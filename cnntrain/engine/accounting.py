@@ -8,6 +8,7 @@ the rest.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -18,17 +19,24 @@ from cnntrain.engine.parallel import split_matmul
 
 KINDS = ("gemm", "im2col")
 _totals: dict[str, float] | None = None
+_thread: int | None = None
 
 
 @contextmanager
 def kernel_time() -> Iterator[dict[str, float]]:
-    """Seconds spent per kernel kind while the block runs (the dict fills as it goes)."""
-    global _totals
-    outer, _totals = _totals, dict.fromkeys(KINDS, 0.0)
+    """Seconds spent per kernel kind while the block runs (the dict fills as it goes).
+
+    Only calls on this thread count. A kernel the workers share (split inside it) is
+    timed whole here; a pipeline that hands each worker whole chunks (Convolution) is
+    timed by this thread's own chunks, which run side by side with the workers' for
+    about as long: either way the totals are wall time, comparable to the step's."""
+    global _totals, _thread
+    outer = _totals, _thread
+    _totals, _thread = dict.fromkeys(KINDS, 0.0), threading.get_ident()
     try:
         yield _totals
     finally:
-        _totals = outer
+        _totals, _thread = outer
 
 
 def accounted(kind: str) -> Callable[[Callable], Callable]:
@@ -36,7 +44,7 @@ def accounted(kind: str) -> Callable[[Callable], Callable]:
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def timed(*args, **kwargs):
-            if _totals is None:
+            if _totals is None or threading.get_ident() != _thread:
                 return fn(*args, **kwargs)
             start = time.perf_counter()
             try:

@@ -95,8 +95,8 @@ def over_slices(n: int, fn: Callable[[slice], object], elements: int,
     ``elements`` is the size of the whole job; below ``min_elements`` (default
     ``MIN_SPLIT_ELEMENTS``) it runs in the caller in one call. ``fn`` must write only
     what its slice owns. The caller's thread does the first slice, so one worker means
-    no thread at all, and a call from a worker runs inline (it would otherwise wait for
-    itself). An exception in any slice is raised here, after every slice has finished.
+    no thread at all, and a call from inside any slice runs inline (from a worker it
+    would otherwise wait for itself; from the caller's slice, for busy workers). An exception in any slice is raised here, after every slice has finished.
     """
     if min_elements is None:
         min_elements = MIN_SPLIT_ELEMENTS
@@ -106,9 +106,11 @@ def over_slices(n: int, fn: Callable[[slice], object], elements: int,
         fn(slice(0, n))
         return
     futures = [_executor().submit(fn, s) for s in parts[1:]]
+    _in_worker.flag = True      # the caller's own slice, like a worker's, splits no further
     try:
         fn(parts[0])
     finally:
+        _in_worker.flag = False
         wait(futures)           # every slice is done before anything is raised
     for future in futures:
         future.result()

@@ -25,7 +25,7 @@ class Workspace:
         flat = self._flat.get(name)
         fresh = flat is None or flat.size < size or flat.dtype != dtype
         if fresh:
-            flat = np.zeros(size, dtype) if zero else np.empty(size, dtype)
+            flat = _aligned(size, dtype, zero)
             self._flat[name] = flat
         view = flat[:size].reshape(shape)
         if zero and not fresh and self._last_shape.get(name) != shape:
@@ -38,20 +38,15 @@ class Workspace:
         self._last_shape.clear()
 
 
-class ColumnBudget:
-    """Bytes of im2col columns that a net's convolutions may keep from the forward pass
-    for the backward, instead of rebuilding them there: 2-9 % of a step in the medians of
-    alternating runs (cifar10_quick keeps all three layers' 133 MB at batch 100). Layers
-    take their share at setup, in net order, while it lasts."""
+# OpenBLAS takes different code paths (and so rounds differently) for operands at
+# different alignments: the same product in two buffers could differ in the last bit.
+# Every buffer starts on a cache line, so a result never depends on which one it used.
+ALIGNMENT = 64
 
-    DEFAULT_BYTES = 256 << 20
 
-    def __init__(self, nbytes: int = DEFAULT_BYTES) -> None:
-        self.bytes_left = nbytes
-
-    def take(self, nbytes: int) -> bool:
-        """Reserve ``nbytes`` if that many are left."""
-        if nbytes > self.bytes_left:
-            return False
-        self.bytes_left -= nbytes
-        return True
+def _aligned(size: int, dtype: np.dtype, zero: bool) -> np.ndarray:
+    """A flat array of ``size`` elements whose data starts on an ``ALIGNMENT`` boundary."""
+    nbytes = size * dtype.itemsize
+    raw = (np.zeros if zero else np.empty)(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype)

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from cnntrain.blob import Param, Statistic
-from cnntrain.engine.workspace import ColumnBudget, Workspace
+from cnntrain.engine.workspace import Workspace
 
 if TYPE_CHECKING:
     from cnntrain.config.specs import LayerSpec
@@ -24,8 +24,6 @@ class BuildContext:
     dtype: Any = np.float32
     data_dir: Path | None = None
     notify: Callable[[str], None] = print
-    #: im2col columns the TRAIN net's convolutions may keep for their backward.
-    columns: ColumnBudget = field(default_factory=ColumnBudget)
 
 Shape = tuple[int, ...]
 
