@@ -201,3 +201,16 @@ def test_who_threads_depends_on_the_environment_and_import_order(env, numpy_firs
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
                          capture_output=True, text=True, check=True).stdout.split()
     assert " ".join(out) == expected
+
+
+def test_workspace_buffers_all_start_at_the_same_place_in_a_cache_line():
+    """OpenBLAS rounds by operand alignment: every scratch buffer must share one."""
+    from cnntrain.engine.workspace import ALIGNMENT, OFFSET, Workspace
+
+    ws = Workspace()
+    places = {ws.get(f"b{i}", (size,), dtype, zero=bool(i % 2)).ctypes.data % ALIGNMENT
+              for i, (size, dtype) in enumerate([(1, np.float32), (1000, np.float64),
+                                                 (3 << 20, np.float32), (7, np.uint8)])}
+    assert places == {OFFSET}
+    grown = ws.get("b0", (5000,), np.float32)
+    assert grown.ctypes.data % ALIGNMENT == OFFSET and grown.size == 5000

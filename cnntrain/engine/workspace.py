@@ -40,13 +40,19 @@ class Workspace:
 
 # OpenBLAS takes different code paths (and so rounds differently) for operands at
 # different alignments: the same product in two buffers could differ in the last bit.
-# Every buffer starts on a cache line, so a result never depends on which one it used.
+# So every buffer starts at the same place relative to a cache line, and a result
+# never depends on which buffer it used. That place is not the line's start: strided
+# copies out of line-aligned arrays (pooling's phase fill) ran 30-60 % slower on the
+# machine in bench/RESULTS.md, and whole cifar10_quick steps 3-8 % slower (alternating
+# nets in one process; offsets 16, 32 and 48 all gained, 32 the most).
 ALIGNMENT = 64
+OFFSET = 32
 
 
 def _aligned(size: int, dtype: np.dtype, zero: bool) -> np.ndarray:
-    """A flat array of ``size`` elements whose data starts on an ``ALIGNMENT`` boundary."""
+    """A flat array of ``size`` elements whose data starts ``OFFSET`` bytes past an
+    ``ALIGNMENT`` boundary."""
     nbytes = size * dtype.itemsize
     raw = (np.zeros if zero else np.empty)(nbytes + ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
+    start = (OFFSET - raw.ctypes.data) % ALIGNMENT
     return raw[start:start + nbytes].view(dtype)
