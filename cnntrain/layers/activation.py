@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from cnntrain.engine.parallel import ufunc_over_batch
+from cnntrain.engine.parallel import over_slices, ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, register
 from cnntrain.layers.special import normal_cdf, normal_pdf
 
@@ -41,10 +41,19 @@ class ReLU(_Elementwise):
     def forward(self, bottom):
         (x,) = bottom
         self.slope = self.param("relu_param").negative_slope
-        self.positive = ufunc_over_batch(np.greater, self.buffer("mask", x.shape, bool), x, 0)
+        self.positive = positive = self.buffer("mask", x.shape, bool)
         if self.slope:
-            return [np.where(self.positive, x, x * x.dtype.type(self.slope))]
-        return [ufunc_over_batch(np.maximum, self.buffer("y", x.shape, x.dtype), x, 0)]
+            np.greater(x, 0, out=positive)
+            return [np.where(positive, x, x * x.dtype.type(self.slope))]
+        y = self.buffer("y", x.shape, x.dtype)
+        flat_x, flat_y, flat_mask = x.reshape(-1), y.reshape(-1), positive.reshape(-1)
+
+        def part(s: slice) -> None:
+            # Mask and output in one pass over each slice, while it is in cache.
+            np.greater(flat_x[s], 0, out=flat_mask[s])
+            np.maximum(flat_x[s], 0, out=flat_y[s])
+        over_slices(x.size, part, x.size)
+        return [y]
 
     def grad(self, dy):
         if self.slope:
