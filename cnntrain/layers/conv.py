@@ -100,10 +100,15 @@ class Convolution(Layer):
         return im2col(chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, col,
                       self.dh, self.dw)
 
-    def _chunk_starts(self, n: int, c: int) -> tuple[list[int], int]:
+    def _chunk_bounds(self, n: int, c: int) -> list[int]:
+        """Where the batch's chunks start (and, last, ``n``): about ``CHUNK_BYTES`` of
+        columns each, near-equal, and an even number of them (unless one image makes
+        a chunk), so that two workers get the same number of images."""
         step = batch_chunk(c * self.kh * self.kw * self.ho * self.wo, n, CHUNK_BYTES,
                            self.blobs[0].data.itemsize)
-        return list(range(0, n, step)), step
+        count = -(-n // step)
+        count = min(n, count + count % 2)
+        return [n * i // count for i in range(count + 1)]
 
     def _over_chunks(self, n: int, c: int, fn: Callable[..., None],
                      groups: int | None = None) -> None:
@@ -112,14 +117,15 @@ class Convolution(Layer):
         The chunks form ``groups`` runs (default: one run per chunk) that depend only
         on the batch and the layer, never on the worker count; each worker takes whole
         runs, a run's chunks in order. ``first``: the chunk starts its run."""
-        starts, step = self._chunk_starts(n, c)
-        groups = len(starts) if groups is None else groups
-        bounds = [len(starts) * g // groups for g in range(groups + 1)]
+        chunks = self._chunk_bounds(n, c)
+        count = len(chunks) - 1
+        groups = count if groups is None else groups
+        bounds = [count * g // groups for g in range(groups + 1)]
 
         def run(s: slice) -> None:
             for g in range(s.start, s.stop):
                 for i in range(bounds[g], bounds[g + 1]):
-                    fn(g, i == bounds[g], starts[i], min(step, n - starts[i]), s.start)
+                    fn(g, i == bounds[g], chunks[i], chunks[i + 1] - chunks[i], s.start)
         macs = n * self.ho * self.wo * self.cout * self.kh * self.kw * c // self.group
         over_slices(groups, run, macs, min_elements=MIN_SPLIT_MACS)
 
@@ -155,7 +161,7 @@ class Convolution(Layer):
         # Each run of chunks sums its weight gradient in its own buffer; the runs' sums
         # are added in order at the end. As many runs as chunks while their buffers fit
         # WEIGHT_PARTS_BYTES (the small weights of most layers), else fewer, longer runs.
-        chunks = len(self._chunk_starts(n, c)[0])
+        chunks = len(self._chunk_bounds(n, c)) - 1
         groups = max(1, min(chunks, WEIGHT_PARTS_BYTES // self.wmat.nbytes))
         dw_parts = self.ws.get("dw_parts", (groups,) + self.wmat.shape, dy.dtype)
         rows = (self.group, self.cout // self.group)
