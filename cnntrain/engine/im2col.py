@@ -84,9 +84,14 @@ def _windows(xp: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int, ho
     (kernel taps ``dh``/``dw`` pixels apart: dilation)."""
     n, _, _, c = xp.shape
     s_n, s_h, s_w, s_c = xp.strides
-    return as_strided(xp, (groups, n, ho, wo, kh, kw, c // groups),
-                      (c // groups * s_c, s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
-                      writeable=False)
+    shape = (groups, n, ho, wo, kh, kw, c // groups)
+    strides = (c // groups * s_c, s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c)
+    if xp.flags.c_contiguous:
+        # The plain constructor: a few µs less than as_strided, once per chunk.
+        view = np.ndarray(shape, xp.dtype, buffer=xp, strides=strides)
+        view.flags.writeable = False
+        return view
+    return as_strided(xp, shape, strides, writeable=False)
 
 
 @accounted("im2col")

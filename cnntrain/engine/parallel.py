@@ -100,8 +100,10 @@ def over_slices(n: int, fn: Callable[[slice], object], elements: int,
     """
     if min_elements is None:
         min_elements = MIN_SPLIT_ELEMENTS
-    split = elements >= min_elements and not getattr(_in_worker, "flag", False)
-    parts = slices(n, worker_count() if split else 1)
+    if elements < min_elements or getattr(_in_worker, "flag", False) or worker_count() == 1:
+        fn(slice(0, n))     # the common case inside a split: keep it cheap
+        return
+    parts = slices(n, worker_count())
     if len(parts) == 1:
         fn(slice(0, n))
         return

@@ -12,6 +12,7 @@ class Workspace:
     def __init__(self) -> None:
         self._flat: dict[str, np.ndarray] = {}
         self._last_shape: dict[str, tuple[int, ...]] = {}
+        self._views: dict[str, tuple] = {}     # name: (shape, dtype as asked, view)
 
     def get(self, name: str, shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
         """A C-contiguous array of ``shape`` backed by the buffer ``name``.
@@ -19,6 +20,10 @@ class Workspace:
         With ``zero``, the array is zeroed whenever it is new or its shape changed, so
         a caller that only ever writes the interior (a padded copy) keeps zero borders.
         """
+        hit = self._views.get(name)
+        if hit is not None and hit[0] == shape and hit[1] == dtype:
+            return hit[2]       # asked again as last time (chunk loops): no bookkeeping
+        key = (shape, dtype)
         shape = tuple(int(s) for s in shape)
         size = math.prod(shape)
         dtype = np.dtype(dtype)
@@ -31,11 +36,13 @@ class Workspace:
         if zero and not fresh and self._last_shape.get(name) != shape:
             view[...] = 0
         self._last_shape[name] = shape
+        self._views[name] = key + (view,)
         return view
 
     def clear(self) -> None:
         self._flat.clear()
         self._last_shape.clear()
+        self._views.clear()
 
 
 # OpenBLAS takes different code paths (and so rounds differently) for operands at
