@@ -103,17 +103,20 @@ def test_ufunc_over_batch_broadcasts_a_per_channel_operand(split_everything):
 
 
 # --- the layers, split ----------------------------------------------------------------
+@pytest.mark.parametrize("channel_first", [True, False])
 @pytest.mark.parametrize("params", conv_pool.CONV_CASES)
-def test_convolution_split_over_workers(split_everything, params):
-    conv_pool.test_convolution_matches_direct_definition_and_gradients(params)
+def test_convolution_split_over_workers(split_everything, monkeypatch, params, channel_first):
+    conv_pool.test_convolution_in_either_column_layout(monkeypatch, params, channel_first)
 
 
 def test_convolution_chunks_split_over_workers(split_everything, monkeypatch):
     conv_pool.test_convolution_chunks_agree_with_one_chunk(monkeypatch)
 
 
+@pytest.mark.parametrize("channel_first", [True, False])
 @pytest.mark.parametrize("params", conv_pool.CONV_CASES)
-def test_convolution_gives_the_same_bits_with_any_worker_count(monkeypatch, params):
+def test_convolution_gives_the_same_bits_with_any_worker_count(monkeypatch, params,
+                                                                channel_first):
     """Workers take whole chunks, each chunk's GEMMs run whole in one worker, in
     buffers that all start on a cache line, and the weight gradient's runs are fixed
     by the batch alone: 1 and 3 workers must agree bit for bit."""
@@ -121,6 +124,7 @@ def test_convolution_gives_the_same_bits_with_any_worker_count(monkeypatch, para
 
     monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)                     # one image per chunk
+    monkeypatch.setattr(conv, "channel_first_columns", lambda *_: channel_first)
     shape = (5, 4, 7, 6)
     x = np.random.default_rng(4).standard_normal(shape)
     results = []

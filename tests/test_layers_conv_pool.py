@@ -60,6 +60,30 @@ def test_convolution_matches_direct_definition_and_gradients(params):
     assert_gradients(layer, [x])
 
 
+@pytest.mark.parametrize("channel_first", [True, False])
+@pytest.mark.parametrize("params", CONV_CASES)
+def test_convolution_in_either_column_layout(monkeypatch, params, channel_first):
+    """Channel-first columns (few channels per group) and NHWC columns (the rest) must
+    both match the definition and pass the gradient check, whatever a shape picks."""
+    import cnntrain.layers.conv as conv
+
+    monkeypatch.setattr(conv, "channel_first_columns", lambda *_: channel_first)
+    test_convolution_matches_direct_definition_and_gradients(params)
+
+
+def test_column_layout_follows_the_copy_runs():
+    """RGB input and depth-wise layers go channel-first; wide layers stay NHWC."""
+    picks = {}
+    for name, shape, params in [
+            ("rgb", (2, 3, 32, 32), dict(num_output=8, kernel_size=5, pad=2)),
+            ("depthwise", (2, 8, 16, 16), dict(num_output=8, kernel_size=3, pad=1, group=8)),
+            ("wide", (2, 32, 16, 16), dict(num_output=8, kernel_size=5, pad=2)),
+            ("1x1", (2, 3, 32, 32), dict(num_output=8, kernel_size=1))]:
+        layer, _ = make_layer("Convolution", [shape], convolution_param=params)
+        picks[name] = layer.channel_first
+    assert picks == {"rgb": True, "depthwise": True, "wide": False, "1x1": False}
+
+
 def test_convolution_chunks_agree_with_one_chunk(monkeypatch):
     """Splitting the batch into cache-sized chunks must not change any result."""
     import cnntrain.layers.conv as conv

@@ -127,6 +127,52 @@ def col2im(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int
     return out
 
 
+# --- channel-first columns -------------------------------------------------------------
+# With few channels per group (an RGB input, depth-wise layers), NHWC columns copy runs
+# of only kw*C/G floats; channel-first (Caffe's own) columns copy whole output rows of
+# wo floats instead (cifar10_quick's conv1: 5.6 -> 3.2 ms per pass on one thread).
+# Columns are then (G, kh*kw*C/G, N*ho*wo), the receptive field in (c, i, j) order:
+# Caffe's weight layout as it is.
+
+def _windows_nchw(xp: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int,
+                  ho: int, wo: int, dh: int, dw: int) -> np.ndarray:
+    """Read-only view (G, C/G, kh, kw, N, ho, wo) of every receptive field of NCHW ``xp``."""
+    n, c = xp.shape[:2]
+    s_n, s_c, s_h, s_w = xp.strides
+    return as_strided(xp, (groups, c // groups, kh, kw, n, ho, wo),
+                      (c // groups * s_c, s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw),
+                      writeable=False)
+
+
+@accounted("im2col")
+def im2col_nchw(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
+                out: np.ndarray, dh: int = 1, dw: int = 1) -> np.ndarray:
+    """Channel-first columns of padded NCHW ``xp`` into ``out`` (G, kh*kw*C/G, N*ho*wo)."""
+    view = _windows_nchw(xp, out.shape[0], kh, kw, sh, sw, ho, wo, dh, dw)
+    copy_over_batch(out.reshape(view.shape), view, axis=4)
+    return out
+
+
+@accounted("im2col")
+def col2im_nchw(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
+                out: np.ndarray, dh: int = 1, dw: int = 1) -> np.ndarray:
+    """Add channel-first columns (G, kh*kw*C/G, N*ho*wo) back into padded NCHW ``out``:
+    ``im2col_nchw``'s adjoint, one strided add per kernel offset."""
+    n, c, hp, wp = out.shape
+    groups = col.shape[0]
+    cols = col.reshape(groups, c // groups, kh, kw, n, ho, wo)
+    grouped = out.reshape(n, groups, c // groups, hp, wp)
+
+    def images(s: slice) -> None:
+        for i in range(kh):
+            for j in range(kw):
+                top, left = i * dh, j * dw
+                grouped[s, :, :, top:top + sh * (ho - 1) + 1:sh,
+                        left:left + sw * (wo - 1) + 1:sw] += cols[:, :, i, j, s].transpose(2, 0, 1, 3, 4)
+    over_slices(n, images, col.size)
+    return out
+
+
 def batch_chunk(per_image_floats: int, batch: int, budget_bytes: int = 8 << 20,
                 itemsize: int = 4) -> int:
     """How many images fit one column buffer of ``budget_bytes`` (the cache-sized chunk)."""

@@ -6,8 +6,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cnntrain.engine import (batch_chunk, channel_major_to_nchw, col2im,
-                             conv_out_size, gemm, im2col, nchw_to_channel_major, pad_to_nhwc)
+from cnntrain.engine import (batch_chunk, channel_major_to_nchw, col2im, col2im_nchw,
+                             conv_out_size, gemm, im2col, im2col_nchw, nchw_to_channel_major,
+                             pad_to_nhwc)
 from cnntrain.engine.parallel import (MIN_SPLIT_MACS, channel_sums, copy_over_batch,
                                       fill_over_batch, over_slices)
 from cnntrain.layers.base import Layer, SetupError, Shape, register
@@ -20,6 +21,13 @@ from cnntrain.layers.geometry import conv_geometry, nchw
 CHUNK_BYTES = 2 << 20
 # Room for the per-run weight gradients of one layer's backward (see ``backward``).
 WEIGHT_PARTS_BYTES = 32 << 20
+
+
+def channel_first_columns(kw: int, channels_per_group: int, wo: int) -> bool:
+    """Whether a layer's columns are channel-first (``engine.im2col_nchw``): when an
+    NHWC column run (kw*C/G floats) is shorter than an output row (wo floats), the run
+    the channel-first layout copies at a time."""
+    return kw * channels_per_group < wo
 
 
 @register("Convolution")
@@ -66,6 +74,8 @@ class Convolution(Layer):
         if p.bias_term:
             self.blobs.append(self.make_param((self.cout,), p.bias_filler, 1, fan_in, fan_out))
         self.one_by_one = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+        self.channel_first = (not self.one_by_one
+                              and channel_first_columns(self.kw, cin_g, self.wo))
         return [(n, self.cout, self.ho, self.wo)]
 
     # --- layouts -------------------------------------------------------------------
@@ -75,6 +85,10 @@ class Convolution(Layer):
     # image planes (see ``engine.nchw_to_channel_major``).
     def _weight_matrix(self) -> np.ndarray:
         g, cog = self.group, self.cout // self.group
+        if self.channel_first:          # Caffe's (c, i, j) order is the columns' order
+            out = self.ws.get("wmat", (g, cog, self.blobs[0].data[0].size), self.dtype)
+            np.copyto(out, self.blobs[0].data.reshape(out.shape))
+            return out
         w = self.blobs[0].data.reshape(g, cog, -1, self.kh, self.kw)
         out = self.ws.get("wmat", (g, cog, self.kh, self.kw, w.shape[2]), w.dtype)
         np.copyto(out, w.transpose(0, 1, 3, 4, 2))
@@ -91,8 +105,13 @@ class Convolution(Layer):
 
     def _columns(self, xp: np.ndarray, a: int, m: int, worker: int) -> np.ndarray:
         """Columns (G, m*ho*wo, kh*kw*C/G) of images a..a+m of padded ``xp``, in the
-        buffer of ``worker``."""
+        buffer of ``worker``; channel-first layers: (G, kh*kw*C/G, m*ho*wo)."""
         chunk = xp[a:a + m]
+        if self.channel_first:
+            k = self.kh * self.kw * xp.shape[1] // self.group
+            col = self.ws.get(f"col{worker}", (self.group, k, m * self.ho * self.wo), xp.dtype)
+            return im2col_nchw(chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo,
+                               col, self.dh, self.dw)
         if self.one_by_one and self.group == 1:
             return chunk.reshape(1, m * self.ho * self.wo, -1)   # already the columns
         k = self.kh * self.kw * xp.shape[3] // self.group
@@ -132,9 +151,16 @@ class Convolution(Layer):
     # --- forward / backward ----------------------------------------------------------
     def forward(self, bottom: Sequence[np.ndarray]) -> list[np.ndarray]:
         (x,) = bottom
-        n, c, h, w = x.shape
-        xp = self.ws.get("xp", (n, h + 2 * self.ph, w + 2 * self.pw, c), x.dtype, zero=True)
-        self.xp = pad_to_nhwc(x, self.ph, self.pw, xp)
+        n, c, h, w = self.in_shape = x.shape
+        if self.channel_first:
+            xp = self.ws.get("xp", (n, c, h + 2 * self.ph, w + 2 * self.pw), x.dtype,
+                             zero=True)
+            copy_over_batch(xp[:, :, self.ph:self.ph + h, self.pw:self.pw + w], x)
+        else:
+            xp = self.ws.get("xp", (n, h + 2 * self.ph, w + 2 * self.pw, c), x.dtype,
+                             zero=True)
+            pad_to_nhwc(x, self.ph, self.pw, xp)
+        self.xp = xp
         self.wmat = self._weight_matrix()
         y = self.buffer("y", (n, self.cout, self.ho, self.wo), x.dtype)
         bias = self.blobs[1].data if len(self.blobs) > 1 else None
@@ -142,7 +168,8 @@ class Convolution(Layer):
 
         def chunk(_: int, __: bool, a: int, m: int, worker: int) -> None:
             yb = self.ws.get(f"out{worker}", rows + (m * self.ho * self.wo,), x.dtype)
-            gemm(self.wmat, self._columns(xp, a, m, worker).transpose(0, 2, 1), out=yb)
+            col = self._columns(xp, a, m, worker)
+            gemm(self.wmat, col if self.channel_first else col.transpose(0, 2, 1), out=yb)
             channel_major_to_nchw(yb, y[a:a + m], bias)
         self._over_chunks(n, c, chunk)
         return [y]
@@ -150,8 +177,7 @@ class Convolution(Layer):
     def backward(self, top_diff, propagate_down):
         (dy,) = top_diff
         xp = self.xp
-        n, hp, wp, c = xp.shape
-        h, w = hp - 2 * self.ph, wp - 2 * self.pw
+        n, c, h, w = self.in_shape
         if len(self.blobs) > 1:
             self.blobs[1].diff += channel_sums(dy)
         want_dx = propagate_down[0]
@@ -171,15 +197,20 @@ class Convolution(Layer):
                 f"dy{worker}", rows + (m * self.ho * self.wo,), dy.dtype))
             product = dw_parts[g] if first else self.ws.get(f"dw{worker}", self.wmat.shape,
                                                             dy.dtype)
-            gemm(dyb, self._columns(xp, a, m, worker), out=product)
+            col = self._columns(xp, a, m, worker)
+            gemm(dyb, col.transpose(0, 2, 1) if self.channel_first else col, out=product)
             if not first:
                 dw_parts[g] += product
             if want_dx:
                 self._input_grad(dyb, dy[a:a + m], dx[a:a + m], worker)
         self._over_chunks(n, c, chunk, groups)
         g, cog = self.group, self.cout // self.group
-        self.blobs[0].diff.reshape(g, cog, -1, self.kh, self.kw)[...] += \
-            dw_parts.sum(axis=0).reshape(g, cog, self.kh, self.kw, -1).transpose(0, 1, 4, 2, 3)
+        dw = dw_parts.sum(axis=0)
+        if self.channel_first:
+            self.blobs[0].diff.reshape(dw.shape)[...] += dw
+        else:
+            self.blobs[0].diff.reshape(g, cog, -1, self.kh, self.kw)[...] += \
+                dw.reshape(g, cog, self.kh, self.kw, -1).transpose(0, 1, 4, 2, 3)
         return [dx]
 
     def _input_grad(self, dyb, dy_chunk, dx_chunk, worker: int) -> None:
@@ -192,6 +223,17 @@ class Convolution(Layer):
             gemm(self.wmat.transpose(0, 2, 1), dyb, out=dxb)
         elif self._full_convolution_pays(c, h, w):
             dxb = self._full_convolution(dy_chunk, c, h, w, worker)
+        elif self.channel_first:
+            dxp = self.ws.get(f"dxp{worker}", (m, c, h + 2 * self.ph, w + 2 * self.pw),
+                              dyb.dtype)
+            dcol = self.ws.get(f"dcol{worker}", self.wmat.shape[:1] + self.wmat.shape[2:]
+                               + (m * self.ho * self.wo,), dyb.dtype)
+            gemm(self.wmat.transpose(0, 2, 1), dyb, out=dcol)
+            fill_over_batch(dxp, 0)
+            col2im_nchw(dcol, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, dxp,
+                        self.dh, self.dw)
+            copy_over_batch(dx_chunk, dxp[:, :, self.ph:self.ph + h, self.pw:self.pw + w])
+            return
         else:
             kg = self.wmat.shape[2]
             dxp = self.ws.get(f"dxp{worker}", (m, h + 2 * self.ph, w + 2 * self.pw, c),
@@ -214,7 +256,8 @@ class Convolution(Layer):
         that doubles the channels (cifar10_quick's conv3, 32 -> 64: 3 % of a step
         faster than col2im), not a valid one that widens many channels (LeNet's conv2,
         20 -> 50: 4.9 x as much, slower)."""
-        if self.sh != 1 or self.sw != 1 or self.ph >= self.span_h or self.pw >= self.span_w:
+        if (self.channel_first or self.sh != 1 or self.sw != 1 or self.ph >= self.span_h
+                or self.pw >= self.span_w):
             return False
         return self.cout * h * w <= 2 * c * self.ho * self.wo
 
