@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -45,6 +46,38 @@ def test_over_batch_runs_each_slice_once_on_several_threads(split_everything):
         threads.add(threading.get_ident())
     parallel.over_slices(9, part, elements=9)
     assert sorted(seen) == [(0, 3), (3, 6), (6, 9)] and len(threads) == 3
+
+
+def test_over_items_hands_every_item_out_once_to_whichever_thread_is_free(split_everything):
+    seen = []
+    lock = threading.Lock()
+    stalled = []
+
+    def item(i, worker):
+        with lock:
+            first = not stalled
+            if first:
+                stalled.append(worker)
+        if first:
+            time.sleep(0.2)             # this thread stalls: the others take the rest
+        with lock:
+            seen.append((i, worker))
+    parallel.over_items(30, item, elements=30)
+    assert sorted(i for i, _ in seen) == list(range(30))
+    by_worker = {w: [i for i, v in seen if v == w] for _, w in seen}
+    assert set(by_worker) <= {0, 1, 2} and len(by_worker) >= 2
+    assert len(by_worker[stalled[0]]) == 1
+
+
+def test_over_items_runs_inline_in_order_inside_a_split(split_everything):
+    calls = []
+    parallel.over_slices(2, lambda s: parallel.over_items(
+        3, lambda i, w: calls.append((s.start, i, w, threading.get_ident())), elements=3),
+        elements=2)
+    for start in (0, 1):
+        mine = [c for c in calls if c[0] == start]
+        assert [c[1] for c in mine] == [0, 1, 2] and {c[2] for c in mine} == {0}
+        assert len({c[3] for c in mine}) == 1
 
 
 def test_small_jobs_and_one_worker_stay_in_the_caller(monkeypatch):

@@ -96,7 +96,8 @@ def over_slices(n: int, fn: Callable[[slice], object], elements: int,
     ``MIN_SPLIT_ELEMENTS``) it runs in the caller in one call. ``fn`` must write only
     what its slice owns. The caller's thread does the first slice, so one worker means
     no thread at all, and a call from inside any slice runs inline (from a worker it
-    would otherwise wait for itself; from the caller's slice, for busy workers). An exception in any slice is raised here, after every slice has finished.
+    would otherwise wait for itself; from the caller's slice, for busy workers). An
+    exception in any slice is raised here, after every slice has finished.
     """
     if min_elements is None:
         min_elements = MIN_SPLIT_ELEMENTS
@@ -114,6 +115,45 @@ def over_slices(n: int, fn: Callable[[slice], object], elements: int,
     finally:
         _in_worker.flag = False
         wait(futures)           # every slice is done before anything is raised
+    for future in futures:
+        future.result()
+
+
+def over_items(n: int, fn: Callable[[int, int], object], elements: int,
+               min_elements: int | None = None) -> None:
+    """Call ``fn(i, worker)`` for every ``i`` in ``range(n)``, each item handed to
+    whichever thread is free next (the caller is worker 0). Unlike ``over_slices``'
+    fixed halves, a worker that the system pauses for a while holds up only the item
+    it has, not half the job.
+
+    ``fn`` must write only what item ``i`` owns, so results never depend on which
+    thread ran what; ``worker`` (below the worker count) names per-thread scratch space.
+    Small jobs and calls from inside a split run inline, in order, as worker 0.
+    """
+    if min_elements is None:
+        min_elements = MIN_SPLIT_ELEMENTS
+    threads = min(worker_count(), n)
+    if elements < min_elements or getattr(_in_worker, "flag", False) or threads <= 1:
+        for i in range(n):
+            fn(i, 0)
+        return
+    lock, items = threading.Lock(), iter(range(n))
+
+    def drain(worker: int) -> None:
+        while True:
+            with lock:
+                i = next(items, None)
+            if i is None:
+                return
+            fn(i, worker)
+
+    futures = [_executor().submit(drain, w) for w in range(1, threads)]
+    _in_worker.flag = True
+    try:
+        drain(0)
+    finally:
+        _in_worker.flag = False
+        wait(futures)
     for future in futures:
         future.result()
 

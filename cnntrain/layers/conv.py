@@ -10,7 +10,7 @@ from cnntrain.engine import (batch_chunk, channel_major_to_nchw, col2im, col2im_
                              conv_out_size, gemm, im2col, im2col_nchw, nchw_to_channel_major,
                              pad_to_nhwc)
 from cnntrain.engine.parallel import (MIN_SPLIT_MACS, channel_sums, copy_over_batch,
-                                      fill_over_batch, over_slices)
+                                      fill_over_batch, over_items)
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
 
@@ -134,19 +134,19 @@ class Convolution(Layer):
         """``fn(group, first, image, images, worker)`` for every chunk of the batch.
 
         The chunks form ``groups`` runs (default: one run per chunk) that depend only
-        on the batch and the layer, never on the worker count; each worker takes whole
-        runs, a run's chunks in order. ``first``: the chunk starts its run."""
+        on the batch and the layer, never on the worker count or timing; whichever
+        worker is free takes the next whole run, its chunks in order. ``first``: the
+        chunk starts its run."""
         chunks = self._chunk_bounds(n, c)
         count = len(chunks) - 1
         groups = count if groups is None else groups
         bounds = [count * g // groups for g in range(groups + 1)]
 
-        def run(s: slice) -> None:
-            for g in range(s.start, s.stop):
-                for i in range(bounds[g], bounds[g + 1]):
-                    fn(g, i == bounds[g], chunks[i], chunks[i + 1] - chunks[i], s.start)
+        def run(g: int, worker: int) -> None:
+            for i in range(bounds[g], bounds[g + 1]):
+                fn(g, i == bounds[g], chunks[i], chunks[i + 1] - chunks[i], worker)
         macs = n * self.ho * self.wo * self.cout * self.kh * self.kw * c // self.group
-        over_slices(groups, run, macs, min_elements=MIN_SPLIT_MACS)
+        over_items(groups, run, macs, min_elements=MIN_SPLIT_MACS)
 
     # --- forward / backward ----------------------------------------------------------
     def forward(self, bottom: Sequence[np.ndarray]) -> list[np.ndarray]:
