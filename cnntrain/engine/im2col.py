@@ -1,4 +1,5 @@
-"""im2col / col2im on plain arrays, in a channel-last (NHWC) working layout.
+"""im2col / col2im on plain arrays, in a channel-last (NHWC) working layout, and in
+Caffe's channel-first one for layers with few channels per group (see below).
 
 Blobs are NCHW (Caffe's layout). Convolution first copies a padded NHWC version of its
 input: then one receptive field's values for one kernel row, ``kw * C`` floats, are

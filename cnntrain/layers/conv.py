@@ -14,10 +14,10 @@ from cnntrain.engine.parallel import (MIN_SPLIT_MACS, channel_sums, copy_over_ba
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
 
-# Columns per chunk: small enough to stay in one core's L2 cache between im2col and
-# the GEMM that reads them. Measured on cifar10_quick's convolutions (2 workers,
-# whole forward): 1-2 MB chunks taken whole by each worker beat 8 MB chunks split
-# between the workers by 20-25 %; below 1 MB the GEMMs get too small.
+# Columns per chunk: few enough to stay in cache between im2col and the GEMMs that
+# read them. Measured on cifar10_quick (2 workers, whole steps alternating in one
+# process): 2 MB beat 8 MB chunks split between the workers by 12-15 %, 1 MB by 3 %
+# (smaller GEMMs) and 4 MB by 12 %.
 CHUNK_BYTES = 2 << 20
 # Room for the per-run weight gradients of one layer's backward (see ``backward``).
 WEIGHT_PARTS_BYTES = 32 << 20
@@ -35,18 +35,19 @@ class Convolution(Layer):
     """Caffe's Convolution: weights (Cout, C/group, kh, kw), optional bias (Cout,);
     stride, padding, groups and dilation (kernel taps spread ``dilation`` pixels apart).
 
-    Forward: ``y = im2col(x) @ W + b`` (columns in NHWC order, see ``engine.im2col``).
-    Backward: ``dW = colᵀ @ dy`` and ``dx = col2im(dy @ Wᵀ)``; col2im of ``dy Wᵀ`` is
-    exactly the "full convolution with the kernel rotated by 180°" of the textbook
-    derivation, which stride-1 layers compute in that form when it is cheaper.
+    Forward: ``y = im2col(x) @ W + b`` (columns in NHWC order, see ``engine.im2col``,
+    or channel-first when a layer has few channels per group). Backward:
+    ``dW = colᵀ @ dy`` and ``dx = col2im(dy @ Wᵀ)``; col2im of ``dy Wᵀ`` is exactly the
+    "full convolution with the kernel rotated by 180°" of the textbook derivation,
+    which stride-1 layers compute in that form when it is cheaper.
 
-    The batch goes in chunks of a few images (``CHUNK_BYTES`` of columns), and each
-    worker takes whole chunks: it builds a chunk's columns, multiplies and writes that
-    chunk's outputs while the columns are still in its cache. The backward rebuilds
-    the columns the same way rather than keeping the forward's, which would send them
-    through main memory twice. Each chunk's weight gradient is its own GEMM, and the
-    chunks' products are added in chunk order afterwards, so results do not depend on
-    how many workers there are.
+    The batch goes in chunks of a few images (``CHUNK_BYTES`` of columns), each taken
+    whole by whichever worker is free: it builds the chunk's columns, multiplies and
+    writes that chunk's outputs while the columns are still in its cache. The backward
+    rebuilds the columns the same way rather than keeping the forward's, which would
+    send them through main memory twice. Each chunk's weight gradient is its own GEMM,
+    and the products are added in chunk order afterwards, so results depend neither on
+    the threads' timing nor on how many there are.
     """
 
     param_blocks = ("convolution_param",)
