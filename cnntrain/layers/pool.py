@@ -241,8 +241,10 @@ class Pooling(Layer):
     def _max_backward(self, dy: np.ndarray, dx: np.ndarray) -> None:
         """Each output's gradient goes to the first window element equal to its max
         (Caffe's argmax), found here rather than stored by a slower forward: visiting
-        the offsets last to first and overwriting leaves the first match. Then one
-        scatter-add, since overlapping windows can share a pixel.
+        the offsets last to first and overwriting leaves the first match. What is kept
+        per output is that element's distance from the window's first one, so that its
+        flat index is one add away. Then one scatter-add, since overlapping windows can
+        share a pixel.
 
         Without padding the scatter goes straight into ``dx``: every window starts on a
         real pixel, and past the far edge lies only -inf, which is never the first
@@ -252,48 +254,49 @@ class Pooling(Layer):
         phases, out = self.kept
         padded = bool(self.ph or self.pw)
         target = self.ws.get("dxp", (n, c, self.hp, self.wp), dy.dtype) if padded else dx
-        arg = self.ws.get("arg", out.shape, np.uint8)
+        base, distance = self._scatter_base(n, c, *target.shape[2:])
+        # The distances in the narrowest unsigned type that holds them: the search
+        # below is wrapping arithmetic on it, cheaper the narrower.
+        kind = next(t for t in (np.uint8, np.uint16, np.uint32) if distance[-1] <= np.iinfo(t).max)
+        arg = self.ws.get("arg", out.shape, kind)
+        step = self.ws.get("step", out.shape, kind)
         hit = self.ws.get("hit", out.shape, np.uint8)
-        step = self.ws.get("step", out.shape, np.uint8)
-        base = self._scatter_base(c, *target.shape[2:])[:, None, :]
-        flat = target.reshape(n, -1)
+        index = self.ws.get("index", base.shape, base.dtype)
+        flat = target.reshape(-1)
 
         def images(s: slice) -> None:
             taps = list(self._taps(phases, n, c, s))
             region = self._region
             region(arg, taps[0][1]).fill(0)   # a NaN window matches nothing: offset 0
             for k in reversed(range(len(taps))):
-                tap, index = taps[k]
-                arg_k, hit_k, step_k = region(arg, index), region(hit, index), region(step, index)
-                np.equal(tap, region(out, index), out=hit_k.view(bool))
-                # arg = k where hit, else unchanged: uint8 arithmetic (wrapping) is much
-                # faster than a masked copy.
-                np.subtract(k, arg_k, out=step_k)
+                tap, where = taps[k]
+                arg_k, hit_k, step_k = region(arg, where), region(hit, where), region(step, where)
+                np.equal(tap, region(out, where), out=hit_k.view(bool))
+                # arg = distance k where hit, else unchanged: unsigned arithmetic
+                # (wrapping) is much faster than a masked copy.
+                np.subtract(int(distance[k]), arg_k, out=step_k)
                 step_k *= hit_k
                 arg_k += step_k
-            # Indices within each image, offset by the image's row of ``flat``.
-            m = s.stop - s.start
-            chosen = (self._valid(arg, s) if self.flat else arg[s]).reshape(m, c, 1, -1)
-            image = np.arange(m, dtype=base.dtype if flat[s].size < 2 ** 31 else np.int64)
-            index = (base + self.offset_table[chosen]
-                     + (image * flat.shape[1]).reshape(m, 1, 1, 1))
+            np.add(base[s], self._valid(arg, s) if self.flat else arg[s], out=index[s])
             target[s].fill(0)
-            np.add.at(flat[s].reshape(-1), index.reshape(-1), dy[s].reshape(-1))
+            np.add.at(flat, index[s].reshape(-1), dy[s].reshape(-1))
             if padded:
                 dx[s] = target[s, :, self.ph:self.ph + h, self.pw:self.pw + w]
         over_slices(n, images, arg.size * len(self.taps))
 
-    def _scatter_base(self, channels: int, rows: int, pitch: int) -> np.ndarray:
-        """Flat index, in one image of the scatter target (``rows`` x ``pitch`` planes),
-        of every window's first element: (channels, ho*wo). Also sets ``offset_table``:
-        each window offset's distance from it."""
-        cached = getattr(self, "_base", None)
-        if cached is None or cached.shape[0] != channels or self._pitch != pitch:
-            dtype = np.int32 if channels * rows * pitch < 2 ** 31 else np.int64
+    def _scatter_base(self, n: int, channels: int, rows: int, pitch: int):
+        """Flat index, in the scatter target (``n`` images of ``channels`` planes of
+        ``rows`` x ``pitch``), of every window's first element: (n, channels, ho, wo);
+        and each kernel offset's distance from it, in kernel order."""
+        key = (n, channels, rows, pitch)
+        if getattr(self, "_base_key", None) != key:
+            size = n * channels * rows * pitch
+            dtype = np.int32 if size < 2 ** 31 else np.int64
             corner = (np.arange(self.ho)[:, None] * self.sh * pitch
-                      + np.arange(self.wo)[None, :] * self.sw).reshape(1, -1)
-            plane = np.arange(channels)[:, None] * (rows * pitch)
-            self._base, self._pitch = (plane + corner).astype(dtype), pitch
+                      + np.arange(self.wo)[None, :] * self.sw)
+            plane = np.arange(n * channels).reshape(n, channels, 1, 1) * (rows * pitch)
+            self._base = (plane + corner).astype(dtype)
             i, j = np.divmod(np.arange(self.kh * self.kw), self.kw)
-            self.offset_table = (i * pitch + j).astype(dtype)
-        return self._base
+            self._distance = i * pitch + j
+            self._base_key = key
+        return self._base, self._distance
