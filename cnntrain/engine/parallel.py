@@ -19,6 +19,7 @@ with the BLAS workers.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -108,13 +109,21 @@ def over_slices(n: int, fn: Callable[[slice], object], elements: int,
     if len(parts) == 1:
         fn(slice(0, n))
         return
-    futures = [_executor().submit(fn, s) for s in parts[1:]]
-    _in_worker.flag = True      # the caller's own slice, like a worker's, splits no further
+    _alongside([functools.partial(fn, s) for s in parts[1:]], functools.partial(fn, parts[0]))
+
+
+def _alongside(jobs: list[Callable[[], object]], own: Callable[[], object]) -> None:
+    """Run ``jobs`` on the workers and ``own`` in the caller, then wait for them all.
+
+    The caller's part, like a worker's, splits no further. An exception in any part
+    is raised here, after every part has finished."""
+    futures = [_executor().submit(job) for job in jobs]
+    _in_worker.flag = True
     try:
-        fn(parts[0])
+        own()
     finally:
         _in_worker.flag = False
-        wait(futures)           # every slice is done before anything is raised
+        wait(futures)
     for future in futures:
         future.result()
 
@@ -147,15 +156,8 @@ def over_items(n: int, fn: Callable[[int, int], object], elements: int,
                 return
             fn(i, worker)
 
-    futures = [_executor().submit(drain, w) for w in range(1, threads)]
-    _in_worker.flag = True
-    try:
-        drain(0)
-    finally:
-        _in_worker.flag = False
-        wait(futures)
-    for future in futures:
-        future.result()
+    _alongside([functools.partial(drain, w) for w in range(1, threads)],
+               functools.partial(drain, 0))
 
 
 def copy_over_batch(dst: np.ndarray, src: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -11,8 +11,7 @@ class Workspace:
 
     def __init__(self) -> None:
         self._flat: dict[str, np.ndarray] = {}
-        self._last_shape: dict[str, tuple[int, ...]] = {}
-        self._views: dict[str, tuple] = {}     # name: (shape, dtype as asked, view)
+        self._last: dict[str, tuple] = {}     # name: (shape, dtype as asked, view)
 
     def get(self, name: str, shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
         """A C-contiguous array of ``shape`` backed by the buffer ``name``.
@@ -20,10 +19,10 @@ class Workspace:
         With ``zero``, the array is zeroed whenever it is new or its shape changed, so
         a caller that only ever writes the interior (a padded copy) keeps zero borders.
         """
-        hit = self._views.get(name)
-        if hit is not None and hit[0] == shape and hit[1] == dtype:
-            return hit[2]       # asked again as last time (chunk loops): no bookkeeping
-        key = (shape, dtype)
+        last = self._last.get(name)
+        if last is not None and last[0] == shape and last[1] == dtype:
+            return last[2]      # asked again as last time (chunk loops): no bookkeeping
+        asked = (shape, dtype)
         shape = tuple(int(s) for s in shape)
         size = math.prod(shape)
         dtype = np.dtype(dtype)
@@ -33,17 +32,14 @@ class Workspace:
             flat = _aligned(size, dtype, zero)
             self._flat[name] = flat
         view = flat[:size].reshape(shape)
-        if zero and not fresh and self._last_shape.get(name) != shape:
+        if zero and not fresh and (last is None or last[2].shape != shape):
             view[...] = 0
-        self._last_shape[name] = shape
-        self._views[name] = key + (view,)
+        self._last[name] = asked + (view,)
         return view
 
     def clear(self) -> None:
         self._flat.clear()
-        self._last_shape.clear()
-        self._views.clear()
-
+        self._last.clear()
 
 # OpenBLAS takes different code paths (and so rounds differently) for operands at
 # different alignments: the same product in two buffers could differ in the last bit.
