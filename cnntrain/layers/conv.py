@@ -81,16 +81,19 @@ class Convolution(Layer):
 
     # --- layouts -------------------------------------------------------------------
     # Caffe's weights are (Cout, C/G, kh, kw). The GEMMs want them per group with the
-    # receptive field in the columns' (i, j, c) order: (G, Cout/G, kh*kw*C/G). Products
-    # come out channel-major, (G, Cout/G, pixels), which turns into NCHW by moving whole
-    # image planes (see ``engine.nchw_to_channel_major``).
+    # receptive field in the columns' order: (G, Cout/G, kh*kw*C/G), (i, j, c) for NHWC
+    # columns, Caffe's own (c, i, j) for channel-first ones. Products come out
+    # channel-major, (G, Cout/G, pixels), which turns into NCHW by moving whole image
+    # planes (see ``engine.nchw_to_channel_major``). The matrices live in the workspace
+    # so that every GEMM operand sits at the same alignment (see ``engine.workspace``).
     def _weight_matrix(self) -> np.ndarray:
         g, cog = self.group, self.cout // self.group
-        if self.channel_first:          # Caffe's (c, i, j) order is the columns' order
-            out = self.ws.get("wmat", (g, cog, self.blobs[0].data[0].size), self.dtype)
-            np.copyto(out, self.blobs[0].data.reshape(out.shape))
+        weights = self.blobs[0].data
+        if self.channel_first:
+            out = self.ws.get("wmat", (g, cog, weights[0].size), weights.dtype)
+            np.copyto(out, weights.reshape(out.shape))
             return out
-        w = self.blobs[0].data.reshape(g, cog, -1, self.kh, self.kw)
+        w = weights.reshape(g, cog, -1, self.kh, self.kw)
         out = self.ws.get("wmat", (g, cog, self.kh, self.kw, w.shape[2]), w.dtype)
         np.copyto(out, w.transpose(0, 1, 3, 4, 2))
         return out.reshape(g, cog, -1)
