@@ -152,32 +152,36 @@ class Pooling(Layer):
         """The real outputs of images ``s`` in ``out``."""
         return out[s, :, :self.ho, :self.wo]
 
-    def _fill_phases(self, x: np.ndarray, planes, fill: float, s: slice) -> None:
-        h, w = x.shape[2:]
+    def _phase_pixels(self, planes, h: int, w: int):
+        """For each phase plane: (plane, its rows and columns that hold input pixels,
+        those pixels' rows and columns in the input), as pairs of slices; None for a
+        phase that holds no input pixel."""
         for (a, b), plane in zip(self.phases, planes):
             r0, top, rows = phase_span(a, self.sh, self.ph, h, plane.shape[2])
             c0, left, cols = phase_span(b, self.sw, self.pw, w, plane.shape[3])
+            if not (rows and cols):
+                yield plane, (slice(r0, r0), slice(c0, c0)), None
+                continue
+            yield (plane, (slice(r0, r0 + rows), slice(c0, c0 + cols)),
+                   (slice(top, top + self.sh * (rows - 1) + 1, self.sh),
+                    slice(left, left + self.sw * (cols - 1) + 1, self.sw)))
+
+    def _fill_phases(self, x: np.ndarray, planes, fill: float, s: slice) -> None:
+        for plane, (rows, cols), pixels in self._phase_pixels(planes, *x.shape[2:]):
             p = plane[s]
-            for border in (p[:, :, :r0], p[:, :, r0 + rows:],
-                           p[:, :, r0:r0 + rows, :c0], p[:, :, r0:r0 + rows, c0 + cols:]):
+            for border in (p[:, :, :rows.start], p[:, :, rows.stop:],
+                           p[:, :, rows, :cols.start], p[:, :, rows, cols.stop:]):
                 border.fill(fill)
-            if rows and cols:
-                p[:, :, r0:r0 + rows, c0:c0 + cols] = \
-                    x[s, :, top:top + self.sh * (rows - 1) + 1:self.sh,
-                      left:left + self.sw * (cols - 1) + 1:self.sw]
+            if pixels is not None:
+                p[:, :, rows, cols] = x[s, :, pixels[0], pixels[1]]
 
     def _unfill_phases(self, planes, dx: np.ndarray, s: slice) -> None:
         """``_fill_phases`` backwards: each input pixel's gradient from its phase."""
-        h, w = dx.shape[2:]
         if self.sh > self.kh or self.sw > self.kw:
             dx[s].fill(0)           # pixels no window reaches
-        for (a, b), plane in zip(self.phases, planes):
-            r0, top, rows = phase_span(a, self.sh, self.ph, h, plane.shape[2])
-            c0, left, cols = phase_span(b, self.sw, self.pw, w, plane.shape[3])
-            if rows and cols:
-                dx[s, :, top:top + self.sh * (rows - 1) + 1:self.sh,
-                   left:left + self.sw * (cols - 1) + 1:self.sw] = \
-                    plane[s, :, r0:r0 + rows, c0:c0 + cols]
+        for plane, (rows, cols), pixels in self._phase_pixels(planes, *dx.shape[2:]):
+            if pixels is not None:
+                dx[s, :, pixels[0], pixels[1]] = plane[s, :, rows, cols]
 
     # --- forward / backward ------------------------------------------------------------
     def forward(self, bottom):
