@@ -77,6 +77,8 @@ class Convolution(Layer):
         self.one_by_one = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
         self.channel_first = (not self.one_by_one
                               and channel_first_columns(self.kw, cin_g, self.wo))
+        # How dx is found (a 1x1 layer's is one GEMM whatever this says).
+        self.full_convolution = not self.one_by_one and self._full_convolution_pays(c, h, w)
         return [(n, self.cout, self.ho, self.wo)]
 
     # --- layouts -------------------------------------------------------------------
@@ -186,7 +188,7 @@ class Convolution(Layer):
             self.blobs[1].diff += channel_sums(dy)
         want_dx = propagate_down[0]
         dx = self.buffer("dx", (n, c, h, w), dy.dtype) if want_dx else None
-        if want_dx and not self.one_by_one and self._full_convolution_pays(c, h, w):
+        if want_dx and self.full_convolution:
             self.rotated = self._rotated_weights()
         # Each run of chunks sums its weight gradient in its own buffer; the runs' sums
         # are added in order at the end. As many runs as chunks while their buffers fit
@@ -225,7 +227,7 @@ class Convolution(Layer):
             dxb = self.ws.get(f"dxb{worker}", (self.group, c // self.group, m * h * w),
                               dyb.dtype)
             gemm(self.wmat.transpose(0, 2, 1), dyb, out=dxb)
-        elif self._full_convolution_pays(c, h, w):
+        elif self.full_convolution:
             dxb = self._full_convolution(dy_chunk, c, h, w, worker)
         elif self.channel_first:
             dxp = self.ws.get(f"dxp{worker}", (m, c, h + 2 * self.ph, w + 2 * self.pw),
