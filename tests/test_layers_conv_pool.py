@@ -163,7 +163,7 @@ def test_gradient_checker_catches_a_wrong_full_convolution(monkeypatch):
 
     def broken(self, *args):
         out = real(self, *args)
-        out[0, 1, 3] += 0.5     # (group, channel, pixel): one wrong input-gradient value
+        out[0, 3, 1] += 0.5     # (group, pixel, channel): one wrong input-gradient value
         return out
 
     monkeypatch.setattr(Convolution, "_full_convolution", broken)

@@ -45,13 +45,14 @@ def nchw_to_groups(a: np.ndarray, groups: int, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def groups_to_nchw(a: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """GEMM rows ``a`` (G, m*h*w, k) into NCHW ``out`` (m, G*k, h, w): the inverse."""
+def groups_to_nchw(a: np.ndarray, out: np.ndarray,
+                   bias: np.ndarray | None = None) -> np.ndarray:
+    """GEMM rows ``a`` (G, m*h*w, k) into NCHW ``out`` (m, G*k, h, w): the inverse. With
+    ``bias`` (G*k,), each channel's bias is added in the same pass."""
     m, _, h, w = out.shape
     groups = a.shape[0]
-    copy_over_batch(out.reshape(m, groups, -1, h, w),
-                    a.reshape(groups, m, h, w, -1).transpose(1, 0, 4, 2, 3))
-    return out
+    return _to_nchw(out.reshape(m, groups, -1, h * w),
+                    a.reshape(groups, m, h * w, -1).transpose(1, 0, 3, 2), bias, out)
 
 
 def nchw_to_channel_major(a: np.ndarray, groups: int, out: np.ndarray) -> np.ndarray:
@@ -70,12 +71,17 @@ def channel_major_to_nchw(a: np.ndarray, out: np.ndarray,
     (G*k,), each channel's bias is added in the same pass (no second pass over ``out``)."""
     m, _, h, w = out.shape
     groups = a.shape[0]
-    dst = out.reshape(m, groups, -1, h * w)
-    src = a.reshape(groups, -1, m, h * w).transpose(2, 0, 1, 3)
+    return _to_nchw(out.reshape(m, groups, -1, h * w),
+                    a.reshape(groups, -1, m, h * w).transpose(2, 0, 1, 3), bias, out)
+
+
+def _to_nchw(dst: np.ndarray, src: np.ndarray, bias: np.ndarray | None,
+             out: np.ndarray) -> np.ndarray:
+    """``dst[...] = src (+ bias per channel)``, both (m, G, k, h*w); returns ``out``."""
     if bias is None:
         copy_over_batch(dst, src)
     else:
-        ufunc_over_batch(np.add, dst, src, bias.reshape(1, groups, -1, 1))
+        ufunc_over_batch(np.add, dst, src, bias.reshape(1, dst.shape[1], -1, 1))
     return out
 
 
