@@ -261,6 +261,19 @@ def test_pooling_matches_caffe_loops_and_gradients(params):
     assert_gradients(layer, [x])
 
 
+@pytest.mark.parametrize("params", [dict(pool="MAX", kernel_size=3, stride=2, pad=1),
+                                    dict(pool="AVE", kernel_size=3, stride=2, pad=1)])
+def test_pooling_stays_right_when_the_batch_size_changes(params):
+    """The phase planes' borders are written only when their layout changes: a smaller
+    batch, then the first again, must each see clean borders."""
+    layer, _ = make_layer("Pooling", [(3, 2, 7, 6)], pooling_param=params)
+    for n in (3, 1, 3, 3):
+        x = distinct_values((n, 2, 7, 6), seed=n) * (-1 if params["pool"] == "MAX" else 1)
+        (y,) = layer.forward([x])
+        expected = caffe_pool_reference(x, params["pool"], (3, 3), (2, 2), (1, 1))
+        np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
 def test_no_window_lies_wholly_past_the_input():
     """Stride 3 > kernel 2 on 6 pixels: Caffe's ceil gives a third window at 6..7, outside
     the input; cnntrain keeps two (the window must start inside the input)."""
