@@ -106,6 +106,7 @@ class Pooling(Layer):
             div = np.outer(ave_divisor(h, self.kh, self.sh, self.ph, self.ho),
                            ave_divisor(w, self.kw, self.sw, self.pw, self.wo))
             self.inv_divisor = (1.0 / div)
+        self._bordered = None      # the phase layout whose borders hold the fill value
         return [(n, c, self.ho, self.wo)]
 
     # --- phases and taps ---------------------------------------------------------------
@@ -202,7 +203,7 @@ class Pooling(Layer):
         # pool1's phase fill on cifar10_quick).
         fill = -np.inf if is_max else 0.0
         layout = (phases.ctypes.data, phases.shape, fill)
-        borders = fill if layout != getattr(self, "_bordered", None) else None
+        borders = fill if layout != self._bordered else None
 
         def images(s: slice) -> None:
             # Flat taps read a little of the next image's planes, perhaps while another
