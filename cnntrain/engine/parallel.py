@@ -100,9 +100,7 @@ def over_slices(n: int, fn: Callable[[slice], object], elements: int,
     would otherwise wait for itself; from the caller's slice, for busy workers). An
     exception in any slice is raised here, after every slice has finished.
     """
-    if min_elements is None:
-        min_elements = MIN_SPLIT_ELEMENTS
-    if elements < min_elements or getattr(_in_worker, "flag", False) or worker_count() == 1:
+    if _inline(elements, min_elements, worker_count()):
         fn(slice(0, n))     # the common case inside a split: keep it cheap
         return
     parts = slices(n, worker_count())
@@ -110,6 +108,14 @@ def over_slices(n: int, fn: Callable[[slice], object], elements: int,
         fn(slice(0, n))
         return
     _alongside([functools.partial(fn, s) for s in parts[1:]], functools.partial(fn, parts[0]))
+
+
+def _inline(elements: int, min_elements: int | None, threads: int) -> bool:
+    """Whether a job runs whole in the calling thread: too small to split (below
+    ``min_elements``, default ``MIN_SPLIT_ELEMENTS``), called from inside a split, or
+    no second thread to give it to."""
+    floor = MIN_SPLIT_ELEMENTS if min_elements is None else min_elements
+    return elements < floor or getattr(_in_worker, "flag", False) or threads <= 1
 
 
 def _alongside(jobs: list[Callable[[], object]], own: Callable[[], object]) -> None:
@@ -139,10 +145,8 @@ def over_items(n: int, fn: Callable[[int, int], object], elements: int,
     thread ran what; ``worker`` (below the worker count) names per-thread scratch space.
     Small jobs and calls from inside a split run inline, in order, as worker 0.
     """
-    if min_elements is None:
-        min_elements = MIN_SPLIT_ELEMENTS
     threads = min(worker_count(), n)
-    if elements < min_elements or getattr(_in_worker, "flag", False) or threads <= 1:
+    if _inline(elements, min_elements, threads):
         for i in range(n):
             fn(i, 0)
         return
