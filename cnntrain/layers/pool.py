@@ -107,6 +107,7 @@ class Pooling(Layer):
                            ave_divisor(w, self.kw, self.sw, self.pw, self.wo))
             self.inv_divisor = (1.0 / div)
         self._bordered = None      # the phase layout whose borders hold the fill value
+        self._base_key = None      # the scatter target that _scatter_base was built for
         return [(n, c, self.ho, self.wo)]
 
     # --- phases and taps ---------------------------------------------------------------
@@ -304,7 +305,7 @@ class Pooling(Layer):
         ``rows`` x ``pitch``), of every window's first element: (n, channels, ho, wo);
         and each kernel offset's distance from it, in kernel order."""
         key = (n, channels, rows, pitch)
-        if getattr(self, "_base_key", None) != key:
+        if self._base_key != key:
             size = n * channels * rows * pitch
             dtype = np.int32 if size < 2 ** 31 else np.int64
             corner = (np.arange(self.ho)[:, None] * self.sh * pitch
