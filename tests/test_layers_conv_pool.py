@@ -185,7 +185,7 @@ def test_convolution_setup_errors_name_the_field(bad, field):
     assert field in err.value.field
 
 
-def caffe_pool_reference(x, method, k, s, p, global_pooling=False):
+def caffe_pool_reference(x, method, k, s, p, global_pooling=False, round_mode="CEIL"):
     """Caffe's pooling loops (pooling_layer.cpp semantics), written out per output."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = k, s, p
@@ -193,7 +193,8 @@ def caffe_pool_reference(x, method, k, s, p, global_pooling=False):
         kh, kw, sh, sw, ph, pw = h, w, 1, 1, 0, 0
 
     def out_size(size, kk, ss, pp):
-        o = int(math.ceil((size + 2 * pp - kk) / ss)) + 1
+        rounded = math.ceil if round_mode == "CEIL" else math.floor
+        o = int(rounded((size + 2 * pp - kk) / ss)) + 1
         # Caffe tests this only with pp > 0 (and then emits empty windows when the stride
         # exceeds the kernel); cnntrain always does, as torch's ceil_mode does.
         if (o - 1) * ss >= size + pp:
@@ -231,6 +232,10 @@ POOL_CASES = [
     dict(pool="MAX", kernel_size=2, stride=3),            # stride > kernel: pixels skipped
     dict(pool="AVE", kernel_h=1, kernel_w=2, stride=2),
     dict(pool="MAX", kernel_size=5, stride=3, pad=2),     # phases that start in the pad
+    dict(pool="MAX", kernel_size=2, stride=2, round_mode="FLOOR"),   # 7 → 3: last row unused
+    dict(pool="AVE", kernel_size=2, stride=2, round_mode="FLOOR"),
+    dict(pool="MAX", kernel_size=3, stride=2, pad=1, round_mode="FLOOR"),
+    dict(pool="AVE", kernel_size=3, stride=3, round_mode="FLOOR"),   # 7 → 2, 6 → 2
 ]
 
 
@@ -255,7 +260,8 @@ def test_pooling_matches_caffe_loops_and_gradients(params):
     x = distinct_values(shape, seed=3)
     (y,) = layer.forward([x])
     expected = caffe_pool_reference(x, params["pool"], (layer.kh, layer.kw), (layer.sh, layer.sw),
-                                    (layer.ph, layer.pw), params.get("global_pooling", False))
+                                    (layer.ph, layer.pw), params.get("global_pooling", False),
+                                    params.get("round_mode", "CEIL"))
     assert y.shape == top == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-12)
     assert_gradients(layer, [x])
@@ -287,6 +293,15 @@ def test_cifar10_quick_pool_sizes_use_ceil():
         _, (top,) = make_layer("Pooling", [(1, 1, size, size)],
                                pooling_param=dict(pool="MAX", kernel_size=3, stride=2))
         assert top == (1, 1, out, out)
+
+
+def test_floor_rounding_gives_pytorchs_sizes():
+    """round_mode FLOOR: 31 → 15 → 7 → 3 under 2x2/2 (airbench's net), where CEIL gives 16, 8, 4."""
+    for size, floor, ceil in ((31, 15, 16), (15, 7, 8), (7, 3, 4)):
+        for mode, out in (("FLOOR", floor), ("CEIL", ceil)):
+            _, (top,) = make_layer("Pooling", [(1, 1, size, size)], pooling_param=dict(
+                pool="MAX", kernel_size=2, stride=2, round_mode=mode))
+            assert top == (1, 1, out, out)
 
 
 def test_max_pool_routes_gradient_to_first_maximum_on_ties():

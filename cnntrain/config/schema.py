@@ -77,6 +77,9 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
         "pad_h": Field("int", None, min=0),
         "pad_w": Field("int", None, min=0),
         "global_pooling": Field("bool", False),
+        "round_mode": Field("enum", "CEIL", choices=("CEIL", "FLOOR"),
+                            doc="output size rounding: CEIL (Caffe's default) or FLOOR "
+                                "(PyTorch's and cuDNN's; the last partial window is dropped)"),
     },
     "batch_norm_param": {
         "use_global_stats": Field("bool", None, doc="normalize with the running statistics "

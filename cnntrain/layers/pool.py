@@ -1,4 +1,5 @@
-"""Max and average pooling with Caffe's output size (ceil) and border divisors."""
+"""Max and average pooling with Caffe's output size (ceil, or floor with ``round_mode``)
+and border divisors."""
 from __future__ import annotations
 
 import math
@@ -11,14 +12,16 @@ from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Caffe's rule: round up, but the last window must start inside the input or its top pad.
+def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> int:
+    """Caffe's rule: round up (``round_mode: CEIL``, the default) or down (``FLOOR``, as
+    PyTorch and cuDNN do), but the last window must start inside the input or its top pad.
 
     Caffe checks that last condition only when ``pad > 0``. Without padding it can fail
     only when the stride exceeds the kernel, and Caffe then emits a window with no pixel
     in it (-FLT_MAX for MAX). cnntrain checks it always, which changes nothing else.
     """
-    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
+    rounded = math.ceil if ceil else math.floor
+    out = int(rounded((size + 2 * pad - kernel) / stride)) + 1
     if (out - 1) * stride >= size + pad:
         out -= 1
     return out
@@ -87,8 +90,9 @@ class Pooling(Layer):
         if h + 2 * self.ph < self.kh or w + 2 * self.pw < self.kw:
             raise SetupError(f"kernel {self.kh}x{self.kw} is larger than the padded input "
                              f"{h + 2 * self.ph}x{w + 2 * self.pw}", "pooling_param.kernel_size")
-        self.ho = pooled_size(h, self.kh, self.sh, self.ph)
-        self.wo = pooled_size(w, self.kw, self.sw, self.pw)
+        ceil = p.round_mode == "CEIL"
+        self.ho = pooled_size(h, self.kh, self.sh, self.ph, ceil)
+        self.wo = pooled_size(w, self.kw, self.sw, self.pw, ceil)
         # The padded extent every window fits in (ceil rounding can overhang the far side).
         self.hp = max(h + self.ph, (self.ho - 1) * self.sh + self.kh - self.ph) + self.ph
         self.wp = max(w + self.pw, (self.wo - 1) * self.sw + self.kw - self.pw) + self.pw

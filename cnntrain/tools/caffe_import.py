@@ -224,7 +224,6 @@ class _LayerConverter:
         defaults = {("convolution_param", "axis"): 1,
                     ("convolution_param", "force_nd_im2col"): "false",
                     ("inner_product_param", "transpose"): "false",
-                    ("pooling_param", "round_mode"): "CEIL",
                     ("dropout_param", "scale_train"): "true"}
         if (block, key) in defaults:
             if all(str(v).lower() == str(defaults[(block, key)]).lower() for v in values):
