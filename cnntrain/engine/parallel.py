@@ -31,6 +31,9 @@ import numpy as np
 # the work saves: elements copied or passed through a ufunc, multiply-adds of a GEMM.
 MIN_SPLIT_ELEMENTS = 1 << 16
 MIN_SPLIT_MACS = 1 << 22
+# Elements per chunk of a many-pass element-wise job (``over_chunks``): its float64
+# temporaries (128 KB each) then stay in a core's L2 cache from one pass to the next.
+CACHE_CHUNK = 1 << 14
 
 _pool: ThreadPoolExecutor | None = None
 _workers: int | None = None
@@ -162,6 +165,19 @@ def over_items(n: int, fn: Callable[[int, int], object], elements: int,
 
     _alongside([functools.partial(drain, w) for w in range(1, threads)],
                functools.partial(drain, 0))
+
+
+def over_chunks(size: int, fn: Callable[[slice, int], object],
+                chunk: int = CACHE_CHUNK) -> None:
+    """``fn(s, worker)`` for consecutive slices ``s`` of ``range(size)``, ``chunk``
+    elements each (the last may be shorter), each handed to whichever thread is free.
+
+    For element-wise work of many passes (a polynomial, an exp): run over a whole
+    array, each pass would stream it through main memory; run chunk by chunk, the
+    passes after the first read what the one before left in the cache."""
+    count = -(-size // chunk)
+    over_items(count, lambda i, worker: fn(slice(i * chunk, min(size, (i + 1) * chunk)),
+                                           worker), size)
 
 
 def copy_over_batch(dst: np.ndarray, src: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from cnntrain.engine.parallel import over_slices, ufunc_over_batch
+from cnntrain.engine.parallel import CACHE_CHUNK, over_chunks, over_slices, ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, register
-from cnntrain.layers.special import normal_cdf, normal_pdf
+from cnntrain.layers.special import gelu_and_slope
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -187,28 +187,61 @@ class ELU(_Elementwise):
 
 @register("GELU")
 class GELU(_Elementwise):
-    """``x Phi(x)`` with Phi the standard normal CDF (exact, through an erfc accurate to
-    6e-9 relative, see :mod:`cnntrain.layers.special`); ``approximate: tanh`` uses
-    ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` instead, as BERT and GPT-2 did."""
+    """``y = x Phi(x)``, Phi the standard normal CDF, so ``dy/dx = Phi(x) + x phi(x)``:
+    exact, through an erfc accurate to 6e-9 relative (see :mod:`cnntrain.layers.special`).
+    ``approximate: tanh`` uses ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``
+    instead, as BERT and GPT-2 did. Forward keeps the slope, so backward is
+    ``dx = dy * slope``; safe in place."""
 
     param_blocks = ("gelu_param",)
+    in_place_ok = True
     TANH_C = math.sqrt(2.0 / math.pi)
 
     def forward(self, bottom):
         (x,) = bottom
-        self.x = x
-        self.tanh = self.param("gelu_param").approximate == "tanh"
-        if self.tanh:
-            self.t = np.tanh(self.TANH_C * (x + 0.044715 * x ** 3))
-            return [0.5 * x * (1 + self.t)]
-        return [(x * normal_cdf(x)).astype(x.dtype, copy=False)]
+        y = self.buffer("y", x.shape, x.dtype)
+        self.slope = self.buffer("slope", x.shape, x.dtype)
+        if self.param("gelu_param").approximate == "tanh":
+            self._tanh_form(x, y)
+        else:
+            gelu_and_slope(x, y, self.slope, self.ws)
+        return [y]
+
+    def _tanh_form(self, x, y) -> None:
+        """The tanh form and its slope, ``t = tanh(c (x + k x^3))``:
+        ``dy/dx = (1 + t)/2 + x (1 - t^2) c (1 + 3 k x^2) / 2``, a cache-sized chunk at
+        a time (see ``special.gelu_and_slope``)."""
+        c, k = self.TANH_C, 0.044715
+        flat_x, flat_y, flat_slope = x.reshape(-1), y.reshape(-1), self.slope.reshape(-1)
+
+        def chunk(s: slice, worker: int) -> None:
+            n = s.stop - s.start
+            xs, ys, slope = flat_x[s], flat_y[s], flat_slope[s]
+            sq, t = (self.ws.get(f"tanh{worker}/{name}", (CACHE_CHUNK,), x.dtype)[:n]
+                     for name in ("sq", "t"))
+            np.multiply(xs, xs, out=sq)
+            np.multiply(sq, k, out=t)
+            t += 1.0
+            t *= xs
+            t *= c
+            np.tanh(t, out=t)                       # t
+            sq *= 3 * k
+            sq += 1.0
+            sq *= c                                 # c (1 + 3 k x^2)
+            np.multiply(t, t, out=slope)
+            np.subtract(1.0, slope, out=slope)
+            slope *= sq
+            slope *= xs                             # x (1 - t^2) c (1 + 3 k x^2)
+            t += 1.0
+            slope += t
+            slope *= 0.5
+            np.multiply(xs, t, out=ys)
+            ys *= 0.5
+        over_chunks(flat_x.size, chunk)
 
     def grad(self, dy):
-        x = self.x
-        if self.tanh:
-            inner = self.TANH_C * (1 + 3 * 0.044715 * x * x)
-            return dy * (0.5 * (1 + self.t) + 0.5 * x * (1 - self.t * self.t) * inner)
-        return dy * (normal_cdf(x) + x * normal_pdf(x)).astype(x.dtype, copy=False)
+        return ufunc_over_batch(np.multiply, self.buffer("dx", dy.shape, dy.dtype), dy,
+                                self.slope)
 
 
 @register("Swish")

@@ -1,9 +1,13 @@
-"""Special functions NumPy lacks, vectorized: the normal CDF (through erfc)."""
+"""Special functions NumPy lacks, vectorized: the normal CDF (through erfc), and GELU's
+value and slope evaluated chunk by chunk."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from cnntrain.engine.parallel import CACHE_CHUNK, over_chunks
+from cnntrain.engine.workspace import Workspace
 
 # erfc(z) = t * exp(-z^2 + P(2t - 1)) with t = 1 / (1 + z/2), z >= 0: the form of
 # Numerical Recipes' erfcc, whose P is smooth on the whole of t in [0, 1] (z in [0, inf)),
@@ -22,13 +26,21 @@ def erfc_nonneg(z: np.ndarray) -> np.ndarray:
     """erfc(z) for z >= 0 in float64, with small *relative* error even far in the tail."""
     z = np.asarray(z, dtype=np.float64)
     t = 1.0 / (1.0 + 0.5 * z)
-    u = 2.0 * t - 1.0
-    acc = np.full_like(u, _ERFC_POLY[-1])
+    return t * np.exp(_erfc_exponent(z, t, np.empty_like(z), np.empty_like(z)))
+
+
+def _erfc_exponent(z: np.ndarray, t: np.ndarray, acc: np.ndarray,
+                   u: np.ndarray) -> np.ndarray:
+    """``P(2t - 1) - z^2`` into ``acc`` (so that erfc(z) = t exp(acc)); ``u`` is scratch."""
+    np.multiply(t, 2.0, out=u)
+    u -= 1.0
+    acc.fill(_ERFC_POLY[-1])
     for coef in _ERFC_POLY[-2::-1]:
         acc *= u
         acc += coef
-    acc -= z * z
-    return t * np.exp(acc)
+    np.multiply(z, z, out=u)
+    acc -= u
+    return acc
 
 
 def normal_cdf(x: np.ndarray) -> np.ndarray:
@@ -43,3 +55,41 @@ def normal_pdf(x: np.ndarray) -> np.ndarray:
     """phi(x) = exp(-x^2 / 2) / sqrt(2 pi) in float64."""
     x = np.asarray(x, dtype=np.float64)
     return np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+
+
+def gelu_and_slope(x: np.ndarray, y: np.ndarray, slope: np.ndarray, ws: Workspace) -> None:
+    """``y = x Phi(x)`` and its derivative ``slope = Phi(x) + x phi(x)``, into arrays
+    shaped like ``x`` (any float dtype), computed in float64 as :func:`normal_cdf` does.
+
+    The ~40 passes of that computation run on one cache-sized chunk at a time, the
+    chunks shared among the workers (``over_chunks``), with float64 scratch from
+    ``ws``: over whole arrays, each pass would go through main memory (7.5 s of a
+    9.5 s step of a batch of 512 through airbench's net, against under 0.5 s so).
+    Computing the slope here, while the chunk is in cache, leaves the backward one
+    multiplication."""
+    flat_x, flat_y, flat_slope = x.reshape(-1), y.reshape(-1), slope.reshape(-1)
+
+    def chunk(s: slice, worker: int) -> None:
+        n = s.stop - s.start
+        xd, z, t, acc, u = (ws.get(f"gelu{worker}/{name}", (CACHE_CHUNK,), np.float64)[:n]
+                            for name in ("x", "z", "t", "acc", "u"))
+        np.copyto(xd, flat_x[s])
+        np.abs(xd, out=z)
+        z *= 1.0 / math.sqrt(2.0)
+        np.multiply(z, 0.5, out=t)
+        t += 1.0
+        np.divide(1.0, t, out=t)
+        np.exp(_erfc_exponent(z, t, acc, u), out=acc)
+        acc *= t
+        acc *= 0.5                                   # erfc(|x|/sqrt 2)/2: Phi(-|x|)
+        np.subtract(1.0, acc, out=acc, where=xd >= 0)   # Phi(x)
+        np.multiply(z, z, out=u)
+        np.negative(u, out=u)
+        np.exp(u, out=u)                             # exp(-x^2/2)
+        u *= xd
+        u *= 1.0 / math.sqrt(2.0 * math.pi)          # x phi(x)
+        u += acc
+        np.copyto(flat_slope[s], u, casting="same_kind")
+        acc *= xd
+        np.copyto(flat_y[s], acc, casting="same_kind")
+    over_chunks(flat_x.size, chunk)
