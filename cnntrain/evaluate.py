@@ -8,19 +8,24 @@ from pathlib import Path
 
 import numpy as np
 
+from cnntrain.data.transforms import shifted_view
 from cnntrain.errors import CnnTrainError
 from cnntrain.layers.loss import label_rank
 from cnntrain.net import Net
 
-# Views of each test image for --tta, as (mirror, dy, dx): the image is shifted by
-# (dy, dx) px, the uncovered border filled with 0 (the mean colour after the mean is
-# subtracted, as the training shift pads). "flip+shift" gives 6 views as in the
-# ConvNetJS CIFAR-10 demo: plain and mirrored, each centred, 2 px up-left and 2 px
-# down-right.
-TTA_VIEWS: dict[str, tuple[tuple[bool, int, int], ...]] = {
-    "flip": ((False, 0, 0), (True, 0, 0)),
-    "flip+shift": tuple((m, d, d) for m in (False, True) for d in (0, -2, 2)),
-}
+def tta_views(name: str, shift: int = 2) -> tuple[tuple[bool, int, int], ...]:
+    """The views of each test image for test-time augmentation, as (mirror, dy, dx):
+    the image moved by (dy, dx) px (see ``data.transforms.shifted_view``). "flip": plain
+    and mirrored; "flip+shift": 6 views as in the ConvNetJS CIFAR-10 demo, plain and
+    mirrored, each centred, ``shift`` px up-left and ``shift`` px down-right."""
+    if name == "flip":
+        return ((False, 0, 0), (True, 0, 0))
+    if name == "flip+shift":
+        return tuple((m, d, d) for m in (False, True) for d in (0, -shift, shift))
+    raise CnnTrainError(f"unknown TTA '{name}': expected one of {', '.join(TTA_NAMES)}")
+
+
+TTA_NAMES = ("flip", "flip+shift")
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Evaluation:
     single: Scores | None = None            # one view per image (the net as it is)
     tta: Scores | None = None               # the softmax averaged over the TTA views
     tta_name: str | None = None
+    tta_views: int = 1                      # how many views the TTA scores average
     fine_to_coarse: np.ndarray | None = None   # CIFAR-100 fine labels: superclass of each
     coarse_names: list[str] = field(default_factory=list)
 
@@ -117,20 +123,6 @@ def _softmax(rows: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def view(x: np.ndarray, mirror: bool, dy: int, dx: int) -> np.ndarray:
-    """``x`` (N, C, H, W) mirrored and shifted by (dy, dx) px with zero fill."""
-    if mirror:
-        x = x[..., ::-1]
-    if dy == 0 and dx == 0:
-        return np.ascontiguousarray(x)
-    out = np.zeros_like(x)
-    h, w = x.shape[-2:]
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    out[..., yd, xd] = x[..., ys, xs]
-    return out
-
-
 def _forward_from(net: Net, data_node, tops: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Net.forward with the data layer's tops given (its sampler does not move)."""
     blobs: dict[str, np.ndarray] = {}
@@ -168,11 +160,14 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) ->
     """Forward ``iterations`` batches, or exactly one pass over the test data if None.
 
     With ``tta`` ("flip" or "flip+shift"), each batch is also run through the net in
-    the other views of ``TTA_VIEWS`` and the softmax of the scores is averaged.
+    the other views of :func:`tta_views` (shifted by the Data layer's ``test_shift``,
+    the border filled as its ``pad_mode`` says) and the softmax of the scores is
+    averaged.
     """
-    if tta is not None and tta not in TTA_VIEWS:
-        raise CnnTrainError(f"unknown TTA '{tta}': expected one of {', '.join(TTA_VIEWS)}")
     data_layers = net.data_layers()
+    views: tuple[tuple[bool, int, int], ...] = ()
+    if tta is not None:
+        views = tta_views(tta, data_layers[0].test_shift if data_layers else 2)
     for layer in data_layers:
         layer.rewind()
     if iterations is None:
@@ -209,12 +204,14 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) ->
         if data_node is not None:
             tops = [net.blobs[t] for t in data_node.tops]
             probs = _softmax(rows)
-            for mirror, dy, dx in TTA_VIEWS[tta][1:]:
-                blobs = _forward_from(net, data_node, [view(tops[0], mirror, dy, dx)] + tops[1:])
+            pad_mode = data_node.layer.transform.pad_mode
+            for mirror, dy, dx in views[1:]:
+                moved = shifted_view(tops[0], mirror, dy, dx, pad_mode)
+                blobs = _forward_from(net, data_node, [moved] + tops[1:])
                 probs += _softmax(_rows(blobs[scored.bottoms[0]], axis).astype(np.float64))
             if averaged is None:
                 averaged = _Tally(rows.shape[1])
-            averaged.add(probs / len(TTA_VIEWS[tta]), labels, ignore)
+            averaged.add(probs / len(views), labels, ignore)
     outputs = {k: v / max(images, 1) for k, v in sums.items()}
     names, mapping, coarse = [], None, []
     if data_layers and hasattr(data_layers[0], "images"):
@@ -226,7 +223,7 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) ->
     confusion = single_scores.confusion if single_scores is not None else None
     return Evaluation(outputs, loss_sum / max(images, 1), images, acc_blob, confusion, names,
                       single_scores, averaged.scores() if averaged is not None else None,
-                      tta, mapping if coarse else None, coarse)
+                      tta, len(views) or 1, mapping if coarse else None, coarse)
 
 
 # ---------------------------------------------------------------- confusion files

@@ -268,8 +268,11 @@ class Trainer:
 
 def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None,
                   notify: Callable[[str], None] = print, tta: str | None = None) -> Evaluation:
-    """Evaluate a snapshot on its TEST net, built from the config stored inside it
-    (``tta``: also average the softmax over the views of ``evaluate.TTA_VIEWS[tta]``)."""
+    """Evaluate a snapshot on its TEST net, built from the config stored inside it.
+
+    ``tta`` ("flip", "flip+shift"): also average the softmax over those views of each
+    image (``evaluate.tta_views``); None: the views the TEST Data layer declares in
+    ``transform_param.test_views``; "none": one view only."""
     from cnntrain.config import experiment_from_text
 
     from cnntrain.errors import ConfigError
@@ -285,6 +288,9 @@ def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None
                        data_dir=None if data_dir is None else Path(data_dir), notify=notify)
     test_net = Net(exp.net, "TEST", ctx)  # only the TEST net: no training data to load
     copy_weights(test_net, snap, strict=True)
-    if not test_net.data_layers():
+    data_layers = test_net.data_layers()
+    if not data_layers:
         raise SnapshotError(f"the net in {path} has no TEST data layer to evaluate on")
-    return evaluate(test_net, iterations, tta)
+    if tta is None:
+        tta = data_layers[0].test_views
+    return evaluate(test_net, iterations, None if tta == "none" else tta)

@@ -408,7 +408,8 @@ solver: {base_lr: 0.1, max_iter: 1}
 
 # ------------------------------------------------------------------ evaluation pieces
 def test_views_mirror_and_shift_with_zero_fill():
-    from cnntrain.evaluate import TTA_VIEWS, view
+    from cnntrain.data.transforms import shifted_view as view
+    from cnntrain.evaluate import tta_views
 
     x = np.arange(2 * 3 * 5 * 6, dtype=np.float32).reshape(2, 3, 5, 6) + 1
     np.testing.assert_array_equal(view(x, True, 0, 0), x[..., ::-1])
@@ -418,13 +419,28 @@ def test_views_mirror_and_shift_with_zero_fill():
     up_left = view(x, True, -1, -2)
     np.testing.assert_array_equal(up_left[..., :-1, :-2], x[..., ::-1][..., 1:, 2:])
     assert not up_left[..., -1:, :].any() and not up_left[..., :, -2:].any()
-    assert len(TTA_VIEWS["flip+shift"]) == 6 and TTA_VIEWS["flip+shift"][0] == (False, 0, 0)
-    assert len(set(TTA_VIEWS["flip+shift"])) == 6
+    views = tta_views("flip+shift")
+    assert len(views) == 6 and views[0] == (False, 0, 0) and len(set(views)) == 6
+    assert set(tta_views("flip+shift", 1)) == {(m, d, d) for m in (False, True)
+                                                for d in (-1, 0, 1)}
+
+
+def test_shifted_views_can_reflect_the_border():
+    from cnntrain.data.transforms import shifted_view
+
+    x = np.arange(1 * 1 * 4 * 5, dtype=np.float32).reshape(1, 1, 4, 5)
+    moved = shifted_view(x, False, 1, 1, "reflect")[0, 0]
+    # Row -1 of x, reflected about row 0, is row 1; column -1 is column 1.
+    np.testing.assert_array_equal(moved[1:, 1:], x[0, 0, :-1, :-1])
+    np.testing.assert_array_equal(moved[0, 1:], x[0, 0, 1, :-1])
+    np.testing.assert_array_equal(moved[1:, 0], x[0, 0, :-1, 1])
+    assert moved[0, 0] == x[0, 0, 1, 1]
 
 
 def test_tta_averages_the_softmax_of_the_views(tmp_path):
     from cnntrain.config import load_experiment
-    from cnntrain.evaluate import TTA_VIEWS, evaluate, view
+    from cnntrain.data.transforms import shifted_view as view
+    from cnntrain.evaluate import evaluate, tta_views
     from cnntrain.layers.loss import softmax
     from cnntrain.trainer import build_for
 
@@ -456,7 +472,7 @@ solver: {base_lr: 0.1, max_iter: 1}
     for _ in range(3):   # 12 images: 5, 5, 2
         x, label = data.forward([])
         probs = sum(softmax(fc.forward(conv.forward([view(x, *v)]))[0], 1)
-                    for v in TTA_VIEWS["flip+shift"]) / 6
+                    for v in tta_views("flip+shift")) / 6
         target = probs[np.arange(len(label)), label.astype(int)]
         higher = (probs > target[:, None]).sum(axis=1)
         hits1 += int((higher < 1).sum())

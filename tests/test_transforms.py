@@ -64,6 +64,51 @@ def test_augmentation_follows_the_seed():
     np.testing.assert_array_equal(a, b)
 
 
+def test_reflect_padding_fills_the_shift_border_with_the_mirrored_image():
+    x = images(300)
+    out = Transformer(shift=2, pad_mode="reflect")(x, np.random.default_rng(4))
+    padded = np.pad(x.astype(np.float32), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="reflect")
+    offsets = set()
+    for o, p in zip(out, padded):
+        found = [(i, j) for i in range(5) for j in range(5)
+                 if np.array_equal(o, p[:, i:i + 6, j:j + 5])]
+        assert found, "every output is a window of the reflected image"
+        offsets.update(found)
+    assert len(offsets) == 25
+
+
+def test_alternating_mirror_flips_each_image_in_every_other_epoch():
+    x = images(40)
+    bits = np.random.default_rng(5).random(40) < 0.5
+    t = Transformer(mirror="alternate", flip_bits=bits)
+    index = np.arange(40)
+    flipped = []
+    for epoch in range(4):
+        out = t(x, None, index, np.full(40, epoch))
+        mirrored = np.array([np.array_equal(o, i[:, :, ::-1]) for o, i in zip(out, x)])
+        assert all(np.array_equal(o, i[:, :, ::-1] if m else i)
+                   for o, i, m in zip(out, x, mirrored))
+        flipped.append(mirrored)
+    np.testing.assert_array_equal(flipped[0], bits)
+    np.testing.assert_array_equal(flipped[1], ~bits)
+    np.testing.assert_array_equal(flipped[2], bits)
+    np.testing.assert_array_equal(flipped[3], ~bits)
+    # A batch that runs across an epoch's end flips each image by its own epoch.
+    mixed = t(x[:4], None, index[:4], np.array([0, 0, 1, 1]))
+    expect = [bits[0], bits[1], not bits[2], not bits[3]]
+    for o, i, m in zip(mixed, x[:4], expect):
+        np.testing.assert_array_equal(o, i[:, :, ::-1] if m else i)
+
+
+def test_sampler_reports_the_epoch_of_each_index():
+    s = BatchSampler(10, 4, True, np.random.default_rng(0))
+    s.next(), s.next()
+    s.next()                       # 2 images of epoch 0, then 2 of epoch 1
+    np.testing.assert_array_equal(s.last_epochs, [0, 0, 1, 1])
+    s.next()
+    np.testing.assert_array_equal(s.last_epochs, [1, 1, 1, 1])
+
+
 def test_sampler_shuffles_each_epoch_covers_all_and_resumes_exactly():
     s = BatchSampler(10, 4, True, np.random.default_rng(0))
     first_epoch = np.concatenate([s.next(), s.next(), s.next()[:2]])

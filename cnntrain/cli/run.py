@@ -104,9 +104,10 @@ def _train(exp, data_dir, resume, weights, runs_dir, progress, plot, say):
 @DATA_DIR
 @click.option("--iterations", type=click.IntRange(min=1),
               help="Batches to test [default: one pass over the whole test set].")
-@click.option("--tta", type=click.Choice(["flip", "flip+shift"]),
-              help="Also average the softmax over mirrored (flip: 2 views) and 2 px shifted "
-                   "(flip+shift: 6 views) copies of each image.")
+@click.option("--tta", type=click.Choice(["none", "flip", "flip+shift"]),
+              help="Also average the softmax over mirrored (flip: 2 views) and shifted "
+                   "(flip+shift: 6 views, test_shift px, 2 by default) copies of each image "
+                   "[default: the TEST Data layer's transform_param.test_views].")
 @click.option("--confusion", "confusion_csv", type=click.Path(dir_okay=False),
               help="Write the confusion matrix to this CSV (and a PNG beside it if "
                    "matplotlib is installed).")
@@ -129,7 +130,8 @@ def test(snapshot, data_dir, iterations, tta, confusion_csv, superclasses, quiet
     say = (lambda line: None) if quiet else \
         (lambda line: click.echo(line, err=True)) if as_json else click.echo
     ev = run_or_exit(test_snapshot, snapshot, data_dir, iterations, say, tta)
-    views = f"{tta}, {len(_tta_views(tta))} views" if tta else ""
+    tta = ev.tta_name
+    views = f"{tta}, {ev.tta_views} views" if tta else ""
     if confusion_csv:
         run_or_exit(_write_confusion, ev, Path(confusion_csv), views, say)
     if as_json:
@@ -184,12 +186,6 @@ def _test_document(snapshot, ev, tta) -> dict:
             "tta_views": scores(ev.tta),
             "per_class": [{"class": n, "accuracy": a, "images": c}
                           for n, a, c in ev.per_class(best.confusion if best else None)]}
-
-
-def _tta_views(tta):
-    from cnntrain.evaluate import TTA_VIEWS
-
-    return TTA_VIEWS[tta]
 
 
 def _write_confusion(ev, path: Path, views: str, say):

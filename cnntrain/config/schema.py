@@ -184,7 +184,20 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
     "transform_param": {
         "scale": Field("float", 1.0),
         "mirror": Field("bool", False),
-        "shift": Field("int", 0, min=0, doc="random shift of up to N px, zero padded"),
+        "mirror_mode": Field("enum", "random", choices=("random", "alternate"),
+                             doc="random: each image flipped with probability 1/2 in each "
+                                 "batch; alternate: each image flipped in every other "
+                                 "epoch, starting from a random half"),
+        "shift": Field("int", 0, min=0, doc="random shift of up to N px, padded as pad_mode "
+                                            "says"),
+        "pad_mode": Field("enum", "zero", choices=("zero", "reflect"),
+                          doc="how shifts and shifted test views fill the border: zero (the "
+                              "mean colour) or the image reflected about its edge"),
+        "test_views": Field("enum", "none", choices=("none", "flip", "flip+shift"),
+                            doc="test-time augmentation that cnntrain test applies: the "
+                                "softmax averaged over the mirrored (flip: 2 views) and "
+                                "test_shift px shifted (flip+shift: 6 views) images"),
+        "test_shift": Field("int", 2, min=1, doc="the shift of flip+shift's shifted views"),
         "crop_size": Field("int", 0, min=0),
         "mean_value": Field("floats", None),
         "mean_image": Field("bool", False, doc="subtract the training split's per-pixel mean"),

@@ -18,6 +18,7 @@ class BatchSampler:
         self.size, self.batch_size, self.shuffle, self.rng = size, batch_size, shuffle, rng
         self.wrap = wrap
         self.epoch = 0
+        self.last_epochs = np.zeros(0, np.int64)
         self._new_order()
 
     def _new_order(self) -> None:
@@ -25,7 +26,9 @@ class BatchSampler:
         self.cursor = 0
 
     def next(self) -> np.ndarray:
-        parts, need = [], self.batch_size
+        """The next batch's indices; ``last_epochs`` then holds the epoch each came from
+        (with ``wrap``, a batch may run across an epoch's end)."""
+        parts, epochs, need = [], [], self.batch_size
         if not self.wrap:
             if self.cursor == self.size:
                 self.epoch += 1
@@ -37,9 +40,14 @@ class BatchSampler:
                 self._new_order()
             take = min(need, self.size - self.cursor)
             parts.append(self.order[self.cursor:self.cursor + take])
+            epochs.append(np.full(take, self.epoch, np.int64))
             self.cursor += take
             need -= take
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) == 1:
+            self.last_epochs = epochs[0]
+            return parts[0]
+        self.last_epochs = np.concatenate(epochs)
+        return np.concatenate(parts)
 
     def rewind(self) -> None:
         """Back to the first batch of the current order (a fresh pass over a test set)."""

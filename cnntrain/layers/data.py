@@ -50,15 +50,25 @@ class Data(Layer):
                 raise SetupError(f"{np.max(np.abs(value)):g} is beyond the {largest:g} of "
                                  f"{self.dtype.name}", f"transform_param.{name}")
         shape = self.images.images.shape
-        if t.shift >= min(shape[2:]):
-            raise SetupError(f"shift {t.shift} is not smaller than the {shape[2]}x{shape[3]} "
-                             "images", "transform_param.shift")
+        for name, value in (("shift", t.shift), ("test_shift", t.test_shift)):
+            if value >= min(shape[2:]):
+                raise SetupError(f"{name} {value} is not smaller than the {shape[2]}x{shape[3]} "
+                                 "images", f"transform_param.{name}")
         if t.crop_size and t.crop_size > min(shape[2:]) + 2 * t.shift:
             raise SetupError(f"crop_size {t.crop_size} is larger than the {shape[2]}x{shape[3]} "
                              "images", "transform_param.crop_size")
         train = self.phase == "TRAIN"
-        self.transform = Transformer(scale=t.scale, mean=mean, mirror=t.mirror, shift=t.shift,
-                                     crop_size=t.crop_size, train=train, dtype=self.dtype)
+        mirror = t.mirror and t.mirror_mode
+        flip_bits = None
+        if train and mirror == "alternate":
+            # Each image's flip in even epochs, drawn once from a stream of its own; a
+            # resumed run draws the same bits again when it builds the net.
+            flip_bits = self.rngs.get(f"flip/{self.name}").random(shape[0]) < 0.5
+        self.transform = Transformer(scale=t.scale, mean=mean, mirror=mirror, shift=t.shift,
+                                     crop_size=t.crop_size, train=train, dtype=self.dtype,
+                                     pad_mode=t.pad_mode, flip_bits=flip_bits)
+        # The test-time views ``cnntrain test`` averages over (see ``evaluate``).
+        self.test_views, self.test_shift = t.test_views, t.test_shift
         shuffle = train if p.shuffle is None else p.shuffle
         self.sampler = BatchSampler(len(self.images.labels), p.batch_size, shuffle,
                                     self.rngs.get(f"shuffle/{self.name}"), wrap=train)
@@ -145,7 +155,7 @@ class Data(Layer):
     def _cut(self, sampler: BatchSampler, rng: np.random.Generator):
         """One batch: the indices drawn by ``sampler`` and their transformed images."""
         idx = sampler.next()
-        return idx, self.transform(self.images.images[idx], rng)
+        return idx, self.transform(self.images.images[idx], rng, idx, sampler.last_epochs)
 
     def forward(self, bottom):
         if self._prefetch and self.prefetcher is None:
