@@ -11,15 +11,21 @@ class Param:
     because the TRAIN and TEST nets and the solver all hold the same ones.
     """
 
-    __slots__ = ("data", "diff", "lr_mult", "decay_mult", "name")
+    __slots__ = ("data", "diff", "lr_mult", "decay_mult", "name", "freeze_iter")
 
     def __init__(self, data: np.ndarray, lr_mult: float = 1.0, decay_mult: float = 1.0,
-                 name: str = ""):
+                 name: str = "", freeze_iter: int | None = None):
         self.data = data
         self.diff = np.zeros_like(data)
         self.lr_mult = lr_mult
         self.decay_mult = decay_mult
         self.name = name
+        #: From this iteration on the solver leaves the parameter alone (None: never).
+        self.freeze_iter = freeze_iter
+
+    def learns_at(self, iteration: int) -> bool:
+        """Whether the solver updates this parameter at ``iteration``."""
+        return self.lr_mult > 0 and (self.freeze_iter is None or iteration < self.freeze_iter)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -209,6 +209,32 @@ class Net:
     def data_layers(self) -> list[Layer]:
         return [n.layer for n in self.nodes if hasattr(n.layer, "sampler")]
 
+    def init_from_data(self) -> list[str]:
+        """Fill the weights whose filler learns from the data (``fillers.DATA_FILLERS``)
+        from the Data layer each such layer reads; returns those layers' names.
+
+        Whitening: the second moment of the receptive-field patches of the first
+        ``images`` training images, normalized as the Data layer does (no augmentation),
+        then ``fillers.whitening_filters``. The config validator has checked that the
+        layer reads a Data layer's images directly."""
+        from cnntrain.fillers import DATA_FILLERS, whitening_filters
+
+        producer = {top: node for node in self.nodes for top in node.tops}
+        filled = []
+        for node in self.nodes:
+            block = node.layer.spec.blocks.get("convolution_param")
+            if block is None or block.weight_filler["type"] not in DATA_FILLERS:
+                continue
+            source = producer[node.bottoms[0]].layer
+            layer, filler = node.layer, block.weight_filler
+            images = source.images.images[:filler["images"]]
+            moment = patch_second_moment(images, source.transform.normalize,
+                                         (layer.kh, layer.kw), (layer.dh, layer.dw))
+            weights = layer.blobs[0].data
+            weights[...] = whitening_filters(moment, weights.shape, filler["eps"])
+            filled.append(layer.name)
+        return filled
+
 
 def build_nets(spec: NetSpec, ctx: BuildContext) -> tuple[Net, Net]:
     """The TRAIN net and the TEST net sharing its parameters."""
@@ -218,3 +244,21 @@ def build_nets(spec: NetSpec, ctx: BuildContext) -> tuple[Net, Net]:
                           file=spec.where.file, line=spec.where.line)
     test = Net(spec, "TEST", ctx, shared=train.shared)
     return train, test
+
+
+def patch_second_moment(images: np.ndarray, normalize, kernel: tuple[int, int],
+                        dilation: tuple[int, int] = (1, 1), chunk: int = 256) -> np.ndarray:
+    """E[p pᵀ] over every kernel-sized patch p (stride 1, no padding, flattened in the
+    (c, i, j) order of convolution weights) of ``normalize(images)``: a few hundred
+    images at a time, in float64, never the whole patch matrix at once."""
+    (kh, kw), (dh, dw) = kernel, dilation
+    total, count = None, 0
+    for start in range(0, len(images), chunk):
+        x = normalize(images[start:start + chunk]).astype(np.float64)
+        windows = np.lib.stride_tricks.sliding_window_view(
+            x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))[..., ::dh, ::dw]
+        patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * kh * kw)
+        part = patches.T @ patches
+        total = part if total is None else total + part
+        count += len(patches)
+    return total / count

@@ -67,6 +67,8 @@ class Trainer:
         # Called after each test's metrics are written (``train --plot`` redraws there).
         self.on_test = on_test
         self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify)
+        for name in self.train_net.init_from_data():
+            notify(f"layer '{name}': weights filled from the training images (whitening)")
         self.solver = make_solver(self.s.values, self.train_net.params)
         self.run = RunDir(runs_root, exp.name)
         self.has_test = bool(self.test_net.data_layers()) and self.s.test_interval > 0

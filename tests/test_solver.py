@@ -90,3 +90,53 @@ def test_cosine_policy(extra, it, expected):
 def test_warmup_ramps_up_to_any_policy(extra, it, expected):
     values = solver_values(warmup_iter=10, **extra)
     assert learning_rate(values, it) == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.parametrize("it, factor", [(0, 0.2), (5, 0.2 + 0.8 * 5 / 23), (23, 1.0),
+                                        (61, 1.0 - 0.93 * 38 / 77), (100, 0.07), (150, 0.07)])
+def test_piecewise_policy_interpolates_between_its_points(it, factor):
+    """airbench's schedule: from 0.2 up to 1 at 23 % of the run, then down to 0.07."""
+    values = solver_values(lr_policy="piecewise", piecewise_iters=[0, 23, 100],
+                           piecewise_factors=[0.2, 1.0, 0.07])
+    assert learning_rate(values, it) == pytest.approx(0.1 * factor, rel=1e-12)
+
+
+def test_a_parameter_stops_learning_at_its_freeze_iter():
+    w = Param(np.array([1.0]), freeze_iter=3)
+    sgd = SGD(solver_values(momentum=0.5), [w])
+    seen = []
+    for _ in range(6):
+        w.diff[...] = 1.0
+        sgd.apply_update()
+        seen.append(float(w.data[0]))
+    # v: 0.1, 0.15, 0.175 over the first three updates; then nothing moves
+    np.testing.assert_allclose(seen, [0.9, 0.75, 0.575, 0.575, 0.575, 0.575])
+
+
+def test_lookahead_by_hand():
+    """k = 2, d = 0.5: after updates 2 and 4, slow ← (slow + w)/2 and w ← slow; at
+    max_iter = 5 the weights become the slow weights again."""
+    w = Param(np.array([1.0]))
+    sgd = SGD(solver_values(base_lr=0.1, max_iter=5, lookahead_interval=2,
+                            lookahead_decay=0.5), [w])
+    seen = []
+    for _ in range(5):
+        w.diff[...] = 1.0          # each update moves w by -0.1
+        sgd.apply_update()
+        seen.append(float(w.data[0]))
+    # 0.9; 0.8 -> slow (1 + 0.8)/2 = 0.9, w = 0.9; 0.8; 0.7 -> slow (0.9 + 0.7)/2 = 0.8;
+    # 0.7 at the fifth update, then w <- slow = 0.8 (max_iter)
+    np.testing.assert_allclose(seen, [0.9, 0.9, 0.8, 0.8, 0.8])
+    assert sgd.state_names == ("velocity", "slow")
+    np.testing.assert_allclose(sgd.state()[0][1], [0.8])
+
+
+def test_lookahead_decay_ramps_with_the_iteration():
+    w = Param(np.array([0.0]))
+    sgd = SGD(solver_values(base_lr=1.0, max_iter=4, lookahead_interval=2,
+                            lookahead_decay=0.8, lookahead_decay_power=2), [w])
+    for _ in range(2):
+        w.diff[...] = -1.0         # w rises by 1 per update
+        sgd.apply_update()
+    d = 0.8 * (2 / 4) ** 2         # 0.2: slow = 0.2*0 + 0.8*2
+    assert w.data[0] == pytest.approx((1 - d) * 2.0)

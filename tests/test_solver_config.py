@@ -65,6 +65,17 @@ def test_every_new_field_parses():
     ({"warmup_iter": -1}, "warmup_iter", "must be >= 0"),
     ({"warmup_iter": 5, "warmup_start_factor": 1.5}, "warmup_start_factor", "must be <= 1"),
     ({"lr_policy": "cosine", "min_lr": -0.1}, "min_lr", "must be >= 0"),
+    ({"lr_policy": "piecewise", "piecewise_iters": [0, 10]}, "piecewise_factors",
+     "lr_policy 'piecewise' needs 'piecewise_factors'"),
+    ({"lr_policy": "piecewise", "piecewise_iters": [0, 10], "piecewise_factors": [1.0]},
+     "piecewise_factors", "needs one factor per piecewise_iters entry (2), got 1"),
+    ({"lr_policy": "piecewise", "piecewise_iters": [0, 10, 10], "piecewise_factors": [1, 1, 0]},
+     "piecewise_iters", "must be increasing"),
+    ({"lr_policy": "piecewise", "piecewise_iters": [0, 10], "piecewise_factors": [1, -1]},
+     "piecewise_factors", "must be >= 0"),
+    ({"piecewise_iters": [0, 10]}, "piecewise_iters", "only used by lr_policy piecewise"),
+    ({"lookahead_decay": 0.5}, "lookahead_decay", "only used with lookahead_interval > 0"),
+    ({"lookahead_interval": 5, "lookahead_decay": 1.0}, "lookahead_decay", "must be < 1"),
 ])
 def test_solver_errors_are_one_line_and_name_the_field(extra, field, words):
     with pytest.raises(ConfigError) as info:

@@ -70,13 +70,17 @@ def run(solver, problem, steps, iter_size):
         solver.apply_update(iter_size)
 
 
-@pytest.mark.parametrize("mode", ["coupled", "decoupled"])
+@pytest.mark.parametrize("mode, lookahead", [("coupled", 0), ("decoupled", 0),
+                                             ("coupled", 4)])
 @pytest.mark.parametrize("type_name", SETTINGS)
-def test_resume_from_state_is_exact(type_name, mode):
-    # float32 as in training; every stateful path on: warmup, cosine, clipping, decay
+def test_resume_from_state_is_exact(type_name, mode, lookahead):
+    # float32 as in training; every stateful path on: warmup, cosine, clipping, decay,
+    # and Lookahead's slow weights (syncs at 4 and 8, one each side of the stop at 6)
     values = solver_values(type=type_name, max_iter=12, lr_policy="cosine", warmup_iter=3,
                            clip_gradients=0.5, weight_decay=0.01, weight_decay_mode=mode,
-                           iter_size=2, **SETTINGS[type_name])
+                           iter_size=2, lookahead_interval=lookahead,
+                           **({"lookahead_decay": 0.6} if lookahead else {}),
+                           **SETTINGS[type_name])
     steps, iter_size = 6, values.iter_size
 
     whole = LeastSquares(np.float32)
@@ -88,7 +92,8 @@ def test_resume_from_state_is_exact(type_name, mode):
     run(first_solver, first, steps, iter_size)
     saved = copy.deepcopy(first_solver.state()), first_solver.iter
     weights = [p.data.copy() for p in first.params]
-    assert [len(bufs) for bufs in saved[0]] == [len(SOLVERS[type_name].buffers)] * 2
+    assert [len(bufs) for bufs in saved[0]] == \
+        [len(SOLVERS[type_name].buffers) + bool(lookahead)] * 2
 
     second = LeastSquares(np.float32)
     for p, w in zip(second.params, weights):

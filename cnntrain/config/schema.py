@@ -30,13 +30,23 @@ def _filler(default_type: str) -> Field:
 
 
 FILLER = {
-    "type": Field("enum", "constant", choices=("constant", "gaussian", "uniform", "xavier", "msra")),
+    "type": Field("enum", "constant", choices=("constant", "gaussian", "uniform", "xavier", "msra",
+                                               "whitening"),
+                  doc="whitening: a Convolution reading a Data layer's images, filled with the "
+                      "eigenvectors of the training images' patch covariance (see fillers.py)"),
     "value": Field("float", 0.0),
     "min": Field("float", 0.0),
     "max": Field("float", 1.0),
     "mean": Field("float", 0.0),
     "std": Field("float", 1.0, min=0.0),
     "variance_norm": Field("enum", "FAN_IN", choices=("FAN_IN", "FAN_OUT", "AVERAGE")),
+    "dirac": Field("bool", False, doc="convolutions: then make the first min(Cout, C/group) "
+                                      "filters the identity (1 at the centre tap of their own "
+                                      "channel), so the layer starts by passing its input on"),
+    "eps": Field("float", 5e-4, min=0.0, min_exclusive=True,
+                 doc="whitening: added to each eigenvalue before dividing by its square root"),
+    "images": Field("int", 5000, min=1, doc="whitening: how many training images (the first "
+                                           "ones, in file order) give the patch covariance"),
 }
 
 # A 2-D window's kernel, stride and pad, square or per axis (Caffe's spelling).
@@ -263,9 +273,13 @@ PARAM_SPEC = {
     "lr_mult": Field("float", 1.0, min=0.0),
     "decay_mult": Field("float", 1.0, min=0.0),
     "name": Field("str", None),
+    "freeze_iter": Field("int", None, min=1,
+                         doc="the solver stops updating this parameter from this "
+                             "iteration on (progressive freezing); default: never"),
 }
 
-LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid", "cosine")
+LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid", "cosine",
+               "piecewise")
 
 SOLVER: dict[str, Field] = {
     "type": Field("enum", "SGD",
@@ -277,6 +291,21 @@ SOLVER: dict[str, Field] = {
     "stepsize": Field("int", None, min=1),
     "stepvalue": Field("ints", None, min=1),
     "min_lr": Field("float", 0.0, min=0.0, doc="cosine: the rate reached at max_iter"),
+    "piecewise_iters": Field("ints", None, min=0,
+                             doc="piecewise: increasing iterations where the rate is "
+                                 "base_lr times the matching piecewise_factors entry; "
+                                 "linear in between, held before the first and after the last"),
+    "piecewise_factors": Field("floats", None, min=0.0,
+                               doc="piecewise: one factor of base_lr per piecewise_iters entry"),
+    "lookahead_interval": Field("int", 0, min=0,
+                                doc="every N iterations, pull slow weights toward the weights "
+                                    "and reset the weights to them (Lookahead); 0: off"),
+    "lookahead_decay": Field("float", 0.5, min=0.0, max=1.0, max_exclusive=True,
+                             doc="the share of the slow weights kept at each sync: "
+                                 "slow <- d*slow + (1-d)*w; then w <- slow"),
+    "lookahead_decay_power": Field("float", 0.0, min=0.0,
+                                   doc="ramp the decay over the run: d * (iter/max_iter)^p "
+                                       "(0: constant)"),
     "warmup_iter": Field("int", 0, min=0, doc="ramp the rate up linearly over N iterations"),
     "warmup_start_factor": Field("float", 0.0, min=0.0, max=1.0,
                                  doc="the warmup starts from this fraction of the rate"),
@@ -319,6 +348,7 @@ POLICY_NEEDS = {
     "poly": ("power",),
     "sigmoid": ("gamma", "stepsize"),
     "cosine": (),
+    "piecewise": ("piecewise_iters", "piecewise_factors"),
 }
 
 LAYER_FIELDS = ("name", "type", "bottom", "top", "param", "include", "exclude",

@@ -37,6 +37,7 @@ class ParamSpec:
     lr_mult: float = 1.0
     decay_mult: float = 1.0
     name: str | None = None
+    freeze_iter: int | None = None
 
 
 @dataclass(frozen=True)

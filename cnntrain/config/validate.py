@@ -251,6 +251,7 @@ def check_graph(net: NetSpec, phase: str) -> None:
 
     produced: set[str] = set()
     names: set[str] = set()
+    producer: dict[str, LayerSpec] = {}
     for spec in net.layers:
         if not spec.in_phase(phase):
             continue
@@ -261,6 +262,8 @@ def check_graph(net: NetSpec, phase: str) -> None:
             if blob not in produced:
                 raise spec.error(f"bottom blob '{blob}' is not produced by any earlier layer "
                                  f"in the {phase} phase", "bottom")
+        if phase == "TRAIN":
+            _check_data_fillers(spec, producer)
         for i, blob in enumerate(spec.top):
             in_place = i < len(spec.bottom) and spec.bottom[i] == blob
             if in_place and not LAYER_TYPES[spec.type].in_place_ok:
@@ -269,6 +272,26 @@ def check_graph(net: NetSpec, phase: str) -> None:
                 raise spec.error(f"top blob '{blob}' is already produced by an earlier layer "
                                  f"in the {phase} phase", "top")
             produced.add(blob)
+            producer[blob] = spec
+
+
+def _check_data_fillers(spec: LayerSpec, producer: dict[str, LayerSpec]) -> None:
+    """A filler that learns from the data (``whitening``) fills a Convolution's weights
+    from the images of the TRAIN Data layer it reads directly, and nothing else."""
+    from cnntrain.fillers import DATA_FILLERS
+
+    for block_name, block in spec.blocks.items():
+        for key, value in block.items():
+            if not (isinstance(value, dict) and value.get("type") in DATA_FILLERS):
+                continue
+            field = f"{block_name}.{key}.type"
+            if (block_name, key) != ("convolution_param", "weight_filler"):
+                raise spec.error(f"the {value['type']} filler fills only a Convolution's "
+                                 "weight_filler", field)
+            source = producer.get(spec.bottom[0]) if spec.bottom else None
+            if source is None or source.type != "Data" or source.top[0] != spec.bottom[0]:
+                raise spec.error(f"the {value['type']} filler needs the layer's bottom to be "
+                                 "the images of a TRAIN Data layer (its first top)", field)
 
 
 def parse_solver(raw: Any, file: str | None) -> SolverSpec:
@@ -307,6 +330,19 @@ def parse_solver(raw: Any, file: str | None) -> SolverSpec:
                           field_name="solver.min_lr")
     if "warmup_start_factor" in given and not values.warmup_iter:
         unused("warmup_start_factor", "with warmup_iter > 0")
+    for key in ("piecewise_iters", "piecewise_factors"):
+        if key in given and values.lr_policy != "piecewise":
+            unused(key, "by lr_policy piecewise")
+    if values.lr_policy == "piecewise":
+        iters, factors = values.piecewise_iters, values.piecewise_factors
+        if len(iters) != len(factors):
+            raise where.error(f"needs one factor per piecewise_iters entry ({len(iters)}), got "
+                              f"{len(factors)}", field_name="solver.piecewise_factors")
+        if any(b <= a for a, b in zip(iters, iters[1:])):
+            raise where.error("must be increasing", field_name="solver.piecewise_iters")
+    for key in ("lookahead_decay", "lookahead_decay_power"):
+        if key in given and not values.lookahead_interval:
+            unused(key, "with lookahead_interval > 0")
     return SolverSpec(values=values, where=where)
 
 

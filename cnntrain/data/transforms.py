@@ -62,16 +62,21 @@ class Transformer:
         n, c, h, w = shape
         return (n, c, self.crop or h, self.crop or w)
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator,
-                 index: np.ndarray | None = None, epoch: np.ndarray | None = None
-                 ) -> np.ndarray:
-        """Transform a batch; ``index`` (each image's place in the dataset) and
-        ``epoch`` (the epoch each was drawn in) are needed by alternating mirroring."""
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """``(x - mean) * scale`` in this transformer's dtype, nothing random."""
         x = images.astype(self.dtype)
         if self.mean is not None:
             x -= self.mean
         if self.scale != 1.0:
             x *= self.dtype.type(self.scale)
+        return x
+
+    def __call__(self, images: np.ndarray, rng: np.random.Generator,
+                 index: np.ndarray | None = None, epoch: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """Transform a batch; ``index`` (each image's place in the dataset) and
+        ``epoch`` (the epoch each was drawn in) are needed by alternating mirroring."""
+        x = self.normalize(images)
         if self.train and self.mirror is not None:
             if self.mirror == "alternate":
                 flip = self.flip_bits[index] != (np.asarray(epoch) % 2 == 1)

@@ -155,7 +155,8 @@ class Layer:
             raise SetupError(f"the {filler['type']} filler of parameter {index} gives values "
                              f"beyond {self.dtype.name} (inf or nan)", "param")
         param = Param(data, lr_mult=spec.lr_mult if spec else 1.0,
-                      decay_mult=spec.decay_mult if spec else 1.0, name=key)
+                      decay_mult=spec.decay_mult if spec else 1.0, name=key,
+                      freeze_iter=spec.freeze_iter if spec else None)
         self.shared[key] = param
         return param
 

@@ -68,6 +68,13 @@ class Convolution(Layer):
         self.ho = conv_out_size(h, self.kh, self.sh, self.ph, self.dh)
         self.wo = conv_out_size(w, self.kw, self.sw, self.pw, self.dw)
         cin_g = c // self.group
+        if p.weight_filler["type"] == "whitening":
+            k = c * self.kh * self.kw
+            if self.group != 1 or self.cout not in (k, 2 * k):
+                raise SetupError(f"the whitening filler needs group 1 and num_output {k} "
+                                 f"(C*kh*kw: one filter per eigenvector) or {2 * k} (with "
+                                 f"their negatives), got group {self.group} and "
+                                 f"num_output {self.cout}", "convolution_param.weight_filler")
         fan_in = cin_g * self.kh * self.kw
         fan_out = self.cout // self.group * self.kh * self.kw
         self.blobs = [self.make_param((self.cout, cin_g, self.kh, self.kw), p.weight_filler, 0,

@@ -34,8 +34,16 @@ class Solver:
     arrays each parameter gets, all shaped like it and zero at the start), ``uses``
     (the solver fields the rule reads beyond the shared ones; the config validator
     rejects the others), ``default_momentum``, and implement :meth:`compute_update`.
-    Frozen parameters (``lr_mult == 0``) are skipped entirely: their buffers stay zero
-    and their diffs count in no clipping norm.
+    Frozen parameters (``lr_mult == 0``, or past their ``freeze_iter``) are skipped
+    entirely: their buffers stay as they are and their diffs count in no clipping norm.
+
+    With ``lookahead_interval`` k > 0 (Zhang et al., "Lookahead Optimizer: k steps
+    forward, 1 step back"), every parameter and running statistic also keeps slow
+    weights φ, starting as the weights. After every k-th update
+    ``φ ← d·φ + (1 − d)·w`` and then ``w ← φ``, with ``d = lookahead_decay``, ramped
+    as ``d·(iter/max_iter)^p`` by ``lookahead_decay_power`` p; at ``max_iter`` the
+    weights become the slow weights. The fast weights explore, the slow ones average
+    them: the tested net is an average of recent weights (airbench's "lookahead/EMA").
     """
 
     type_name: ClassVar[str]
@@ -46,7 +54,10 @@ class Solver:
     def __init__(self, values: Any, params: Sequence[Param]):
         self.s = values
         self.params = list(params)
-        self.history = [[np.zeros_like(p.data) for _ in self.buffers] for p in self.params]
+        self.lookahead = values.lookahead_interval
+        #: This solver's buffers per parameter: the rule's, then the slow weights.
+        self.state_names = self.buffers + (("slow",) if self.lookahead else ())
+        self.history = [[np.zeros_like(p.data) for _ in self.state_names] for p in self.params]
         self.iter = 0
 
     def rate(self) -> float:
@@ -61,7 +72,10 @@ class Solver:
         clipped, normalized, regularized gradient.
         """
         lr = self.rate()
-        live = [(p, bufs) for p, bufs in zip(self.params, self.history) if p.lr_mult > 0]
+        if self.lookahead and self.iter == 0:
+            self._start_slow_weights()
+        live = [(p, bufs) for p, bufs in zip(self.params, self.history)
+                if p.learns_at(self.iter)]
         self._clip(live)
         decoupled = self.s.weight_decay_mode == "decoupled"
         for p, bufs in live:
@@ -71,12 +85,35 @@ class Solver:
             local_decay = self.s.weight_decay * p.decay_mult
             if local_decay and not decoupled:
                 self._regularize(p, local_decay)
-            update = self.compute_update(p.diff, bufs, local_rate)
+            update = self.compute_update(p.diff, bufs[:len(self.buffers)], local_rate)
             if local_decay and decoupled:
                 p.data *= 1.0 - local_rate * local_decay
             p.data -= update
         self.iter += 1
+        if self.lookahead:
+            self._lookahead_sync()
         return lr
+
+    def _start_slow_weights(self) -> None:
+        for p, bufs in zip(self.params, self.history):
+            bufs[-1][...] = p.data
+
+    def _lookahead_sync(self) -> None:
+        """Every ``lookahead_interval`` updates: slow weights toward the weights, then
+        the weights to the slow ones; at ``max_iter``, the weights to the slow ones."""
+        s = self.s
+        last = self.iter >= s.max_iter
+        if self.iter % self.lookahead and not last:
+            return
+        if self.iter % self.lookahead == 0:
+            decay = s.lookahead_decay * (min(self.iter, s.max_iter) / s.max_iter) \
+                ** s.lookahead_decay_power
+            for p, bufs in zip(self.params, self.history):
+                slow = bufs[-1]
+                slow *= decay
+                slow += (1.0 - decay) * p.data
+        for p, bufs in zip(self.params, self.history):
+            p.data[...] = bufs[-1]
 
     def compute_update(self, grad: np.ndarray, bufs: list[np.ndarray],
                        local_rate: float) -> np.ndarray:
@@ -101,7 +138,7 @@ class Solver:
             p.diff += local_decay * p.data
 
     def state(self) -> list[list[np.ndarray]]:
-        """For each parameter, in ``params`` order, its buffers in ``buffers`` order:
+        """For each parameter, in ``params`` order, its buffers in ``state_names`` order:
         what a snapshot must keep to resume exactly. These are the live arrays."""
         return self.history
 
@@ -113,7 +150,7 @@ class Solver:
         for i, (bufs, saved) in enumerate(zip(self.history, history)):
             if len(saved) != len(bufs):
                 raise ValueError(f"parameter {i}: {self.type_name} keeps {len(bufs)} buffer(s) "
-                                 f"({', '.join(self.buffers)}), got {len(saved)}")
+                                 f"({', '.join(self.state_names)}), got {len(saved)}")
             for buf, value in zip(bufs, saved):
                 if np.shape(value) != buf.shape:
                     raise ValueError(f"parameter {i}: solver buffer has shape "

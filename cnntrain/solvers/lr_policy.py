@@ -6,6 +6,8 @@ import bisect
 import math
 from typing import Any
 
+import numpy as np
+
 
 def learning_rate(s: Any, it: int) -> float:
     """The rate at iteration ``it`` for solver values ``s``: the policy's rate times
@@ -18,6 +20,9 @@ def policy_rate(s: Any, it: int) -> float:
 
     ``cosine``: ``min_lr + (base_lr − min_lr)·½·(1 + cos(π·it/max_iter))``, from
     ``base_lr`` at 0 down to ``min_lr`` at ``max_iter``, held there beyond it.
+    ``piecewise``: ``base_lr`` times the factor interpolated linearly between the
+    (``piecewise_iters``, ``piecewise_factors``) points: a warm-up then a linear decay
+    (the one-cycle schedules of the fast CIFAR-10 recipes) is three points.
     """
     base, policy = s.base_lr, s.lr_policy
     if policy == "fixed":
@@ -34,6 +39,9 @@ def policy_rate(s: Any, it: int) -> float:
         return base * max(0.0, 1 - it / s.max_iter) ** s.power
     if policy == "sigmoid":
         return base / (1 + math.exp(-s.gamma * (it - s.stepsize)))
+    if policy == "piecewise":
+        # np.interp holds the end values beyond the first and last iteration given.
+        return base * float(np.interp(it, s.piecewise_iters, s.piecewise_factors))
     if policy == "cosine":
         progress = min(it, s.max_iter) / s.max_iter
         return s.min_lr + (base - s.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
