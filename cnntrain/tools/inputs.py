@@ -41,9 +41,10 @@ def data_top_shapes(spec: LayerSpec, batch: int | None = None) -> list[tuple[int
     if p.dataset is None:
         raise spec.error("is required (cifar10 or cifar100)", "data_param.dataset")
     (c, h, w), _ = DATASETS[p.dataset]
-    if t.shift >= min(h, w):
-        raise spec.error(f"shift {t.shift} is not smaller than the {h}x{w} images",
-                         "transform_param.shift")
+    for name, value in (("shift", t.shift), ("test_shift", t.test_shift)):
+        if value >= min(h, w):
+            raise spec.error(f"{name} {value} is not smaller than the {h}x{w} images",
+                             f"transform_param.{name}")
     if t.crop_size:
         if t.crop_size > min(h, w) + 2 * t.shift:
             raise spec.error(f"crop_size {t.crop_size} is larger than the {h}x{w} images",
