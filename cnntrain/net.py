@@ -51,7 +51,7 @@ class Net:
         consumed = {b for node in self.nodes for b in node.bottoms}
         self.output_ids = {name: i for name, i in latest.items() if i not in consumed}
         self._check_class_counts()
-        self._plan_backward()
+        self.plan_backward(0)
 
     # --- building ------------------------------------------------------------------
     def _add(self, spec: LayerSpec, latest: dict[str, str], versions: dict[str, int]) -> None:
@@ -122,12 +122,19 @@ class Net:
                 self.param_keys.append((layer.name, i, param))
                 known.add(id(param))
 
-    def _plan_backward(self) -> None:
+    def plan_backward(self, iteration: int) -> None:
         """Caffe's rule: run a layer's backward only if it leads to a loss and either
-        learns something or has a bottom whose producers learn something."""
+        learns something or has a bottom whose producers learn something.
+
+        "Learns" is as of ``iteration``: once a parameter passes its ``freeze_iter``,
+        a new plan skips the gradients nothing needs any more (airbench's whitening
+        layer stops learning after three epochs, and with it the input gradient of
+        the convolution after it, a twelfth of a step). The trainer re-plans when a
+        parameter freezes (see ``freeze_points``)."""
+        self.planned_at = iteration
         needs_grad: set[str] = set()
         for node in self.nodes:
-            learns = any(p.lr_mult > 0 for p in node.layer.blobs)
+            learns = any(p.learns_at(iteration) for p in node.layer.blobs)
             prop = node.layer.spec.propagate_down
             node.propagate_down = [b in needs_grad and (prop is None or prop[i])
                                    for i, b in enumerate(node.bottoms)]
@@ -136,12 +143,16 @@ class Net:
         feeds_loss: set[str] = set()
         for node in reversed(self.nodes):
             leads = any(w for w in node.loss_weights) or any(t in feeds_loss for t in node.tops)
-            learns = any(p.lr_mult > 0 for p in node.layer.blobs)
+            learns = any(p.learns_at(iteration) for p in node.layer.blobs)
             node.run_backward = leads and (learns or any(node.propagate_down))
             if node.run_backward:
                 feeds_loss.update(b for b, p in zip(node.bottoms, node.propagate_down) if p)
             else:
                 node.propagate_down = [False] * len(node.bottoms)
+
+    def freeze_points(self) -> set[int]:
+        """The iterations at which a parameter stops learning (its ``freeze_iter``)."""
+        return {p.freeze_iter for p in self.params if p.freeze_iter is not None}
 
     # --- running -------------------------------------------------------------------
     @property

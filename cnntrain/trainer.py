@@ -70,6 +70,7 @@ class Trainer:
         for name in self.train_net.init_from_data():
             notify(f"layer '{name}': weights filled from the training images (whitening)")
         self.solver = make_solver(self.s.values, self.train_net.params)
+        self.freeze_points = self.train_net.freeze_points()
         self.run = RunDir(runs_root, exp.name)
         self.has_test = bool(self.test_net.data_layers()) and self.s.test_interval > 0
         self.last_snapshot: Path | None = None
@@ -162,6 +163,9 @@ class Trainer:
         """Forward/backward ``passes`` batches into the diffs (Caffe's iter_size);
         returns their mean loss."""
         net = self.train_net
+        it = self.solver.iter
+        if it != net.planned_at and any(net.planned_at < f <= it for f in self.freeze_points):
+            net.plan_backward(it)    # a parameter froze: skip what only it needed
         net.clear_param_diffs()
         total = 0.0
         for _ in range(passes):

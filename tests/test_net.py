@@ -91,6 +91,30 @@ def test_layers_that_need_no_gradient_skip_backward():
     assert plan["loss"] == (True, [True, False])
 
 
+def test_a_frozen_parameter_drops_the_gradients_only_it_needed():
+    layers = [input_layer((2, 3, 5, 5), (2,)),
+              {"name": "first", "type": "Convolution", "bottom": "data", "top": "first",
+               "param": [{"lr_mult": 0}, {"freeze_iter": 3}],
+               "convolution_param": {"num_output": 4, "kernel_size": 3}},
+              {"name": "second", "type": "InnerProduct", "bottom": "first", "top": "ip",
+               "inner_product_param": {"num_output": 3}},
+              {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"],
+               "top": "loss"}]
+    net = build(layers)
+    assert net.freeze_points() == {3}
+    plan = {n.layer.name: (n.run_backward, n.propagate_down) for n in net.nodes}
+    assert plan["first"] == (True, [False]) and plan["second"] == (True, [True])
+    net.plan_backward(3)
+    plan = {n.layer.name: (n.run_backward, n.propagate_down) for n in net.nodes}
+    assert plan["first"][0] is False and plan["second"] == (True, [False])
+    fill_inputs(net)
+    net.forward()
+    net.clear_param_diffs()
+    net.backward()
+    assert not net.layer("first").blobs[1].diff.any()
+    assert net.layer("second").blobs[0].diff.any()
+
+
 def test_in_place_relu_versions_the_blob():
     net = build(SMALL_NET)
     relu = next(n for n in net.nodes if n.layer.name == "relu1")
