@@ -15,12 +15,14 @@ kernels). That is the GEMM work; the transforms around it are small fixed matric
 
 Each 2-D transform is one matrix product on flattened tiles: for row-major
 flattening, vec(P X Q) = (P ⊗ Qᵀ) vec(X), so ``Bᵀ d B`` is ``kron(Bᵀ, Bᵀ) @ vec(d)``.
-Tiles are laid out (t², tiles, channels): the transforms are then single GEMMs over
-every tile and channel at once, and the middle products are a batched GEMM over ξ.
+Tiles are laid out channel-major, (t², C, tiles), as Caffe lays out its columns: the
+transforms are then single GEMMs over every tile and channel at once, the middle
+products a batched GEMM over ξ, ``M[ξ] = Uᵀ[ξ] @ V[ξ]``, (Cout, C) x (C, tiles), and
+moving tiles to and from NCHW copies runs of whole tile rows.
 
 The backward passes follow from the forward by the chain rule, on the same tiles:
 ``dM = kron(A, A) @ dY`` (the output transform's transpose), then
-``dU[ξ] = V[ξ]ᵀ @ dM[ξ]`` and ``dV[ξ] = dM[ξ] @ U[ξ]ᵀ``; the kernel gradient is
+``dUᵀ[ξ] = dM[ξ] @ V[ξ]ᵀ`` and ``dV[ξ] = U[ξ] @ dM[ξ]``; the kernel gradient is
 ``Gᵀ dU G`` and the input gradient is ``B dV Bᵀ`` added back onto the overlapping
 tiles (the overlap-add is col2im's counterpart). This is the full convolution with
 the rotated kernel of the textbook, computed on Winograd tiles.
@@ -38,7 +40,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnntrain.engine.accounting import accounted, gemm
-from cnntrain.engine.parallel import MIN_SPLIT_MACS, over_items
+from cnntrain.engine.parallel import MIN_SPLIT_MACS, copy_over_batch, over_items
 
 # Bᵀ, G, Aᵀ for F(2, 3) (points 0, ±1, ∞) and F(4, 3) (points 0, ±1, ±2, ∞).
 _MATRICES = {
@@ -55,7 +57,7 @@ _MATRICES = {
 
 # Bytes of transformed tiles per chunk: the chunk's V, M and their gradients then stay
 # in cache from one transform to the next (as im2col's columns do, see layers/conv.py).
-CHUNK_BYTES = 1 << 24
+CHUNK_BYTES = 1 << 22
 # Room for the per-run kernel gradients of one backward (see ``backward``).
 KERNEL_PARTS_BYTES = 32 << 20
 
@@ -82,18 +84,17 @@ def transforms(m: int, dtype) -> Transforms:
 
 
 def transform_kernels(weight: np.ndarray, tr: Transforms, out: np.ndarray) -> np.ndarray:
-    """U = G g Gᵀ of every kernel of ``weight`` (Cout, C, 3, 3) into ``out`` (t², C, Cout)."""
+    """Uᵀ = (G g Gᵀ)ᵀ of every kernel of ``weight`` (Cout, C, 3, 3), into ``out``
+    (t², Cout, C): the left operands of the products ``M[ξ] = Uᵀ[ξ] @ V[ξ]``."""
     cout, c = weight.shape[:2]
-    u = tr.kernel @ weight.reshape(cout * c, 9).T           # (t², Cout*C)
-    np.copyto(out, u.reshape(-1, cout, c).transpose(0, 2, 1))
+    gemm(tr.kernel, weight.reshape(cout * c, 9).T, out=out.reshape(-1, cout * c))
     return out
 
 
 def kernel_gradient(du: np.ndarray, tr: Transforms) -> np.ndarray:
-    """dW (Cout, C, 3, 3) from dU (t², C, Cout): ``Gᵀ dU G`` per kernel."""
-    t2, c, cout = du.shape
-    dw = tr.kernel.T @ du.reshape(t2, c * cout)             # (9, C*Cout)
-    return dw.reshape(3, 3, c, cout).transpose(3, 2, 0, 1)
+    """dW (Cout, C, 3, 3) from dUᵀ (t², Cout, C): ``Gᵀ dU G`` per kernel."""
+    t2, cout, c = du.shape
+    return (tr.kernel.T @ du.reshape(t2, cout * c)).T.reshape(cout, c, 3, 3)
 
 
 @dataclass(frozen=True)
@@ -118,23 +119,32 @@ class Tiling:
     def tiles(self, images: int) -> int:
         return images * self.th * self.tw
 
+    def block_offsets(self):
+        """(a, b, rows, cols) for each position (a, b) within an m x m block: the
+        output pixels (a + m*ty, b + m*tx) that exist, ty < rows, tx < cols (the last
+        blocks of a row or column may overhang the output)."""
+        m = self.m
+        for a in range(m):
+            for b in range(m):
+                yield a, b, -(-(self.ho - a) // m), -(-(self.wo - b) // m)
+
 
 def tiling(ho: int, wo: int, m: int) -> Tiling:
     return Tiling(m, ho, wo, -(-ho // m), -(-wo // m))
 
 
 def _tile_view(xp: np.ndarray, tl: Tiling) -> np.ndarray:
-    """(t, t, n, th, tw, C) view of the overlapping input tiles of padded NHWC ``xp``."""
-    s_n, s_h, s_w, s_c = xp.strides
-    n, c = xp.shape[0], xp.shape[3]
+    """(t, t, C, n, th, tw) view of the overlapping input tiles of padded NCHW ``xp``."""
+    s_n, s_c, s_h, s_w = xp.strides
+    n, c = xp.shape[:2]
     t = tl.m + 2
-    return as_strided(xp, (t, t, n, tl.th, tl.tw, c),
-                      (s_h, s_w, s_n, s_h * tl.m, s_w * tl.m, s_c), writeable=False)
+    return as_strided(xp, (t, t, c, n, tl.th, tl.tw),
+                      (s_h, s_w, s_c, s_n, s_h * tl.m, s_w * tl.m), writeable=False)
 
 
 @accounted("im2col")
 def gather_tiles(xp: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
-    """The input tiles of padded NHWC ``xp`` (n, rows, cols, C) into ``out`` (t², n*th*tw, C)."""
+    """The input tiles of padded NCHW ``xp`` (n, C, rows, cols) into ``out`` (t², C, n*th*tw)."""
     view = _tile_view(xp, tl)
     np.copyto(out.reshape(view.shape), view)
     return out
@@ -142,48 +152,45 @@ def gather_tiles(xp: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
 
 @accounted("im2col")
 def scatter_tiles(tiles: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
-    """Add tiles (t², n*th*tw, C) onto padded NHWC ``out`` (n, rows, cols, C), which
+    """Add tiles (t², C, n*th*tw) onto padded NCHW ``out`` (n, C, rows, cols), which
     must start zeroed: ``gather_tiles``' adjoint (tiles overlap by two pixels)."""
-    n, c, m, t = out.shape[0], out.shape[3], tl.m, tl.m + 2
-    parts = tiles.reshape(t, t, n, tl.th, tl.tw, c)
+    n, c, m, t = out.shape[0], out.shape[1], tl.m, tl.m + 2
+    parts = tiles.reshape(t, t, c, n, tl.th, tl.tw)
     for i in range(t):
         for j in range(t):
-            out[:, i:i + m * (tl.th - 1) + 1:m, j:j + m * (tl.tw - 1) + 1:m] += parts[i, j]
+            out[:, :, i:i + m * (tl.th - 1) + 1:m, j:j + m * (tl.tw - 1) + 1:m] += \
+                parts[i, j].transpose(1, 0, 2, 3)
     return out
 
 
-def _blocks(a: np.ndarray, tl: Tiling) -> np.ndarray:
-    """(m, m, n, th, tw, K) tile-order view of an (n, K, th*m, tw*m) array."""
-    n, k = a.shape[:2]
-    return a.reshape(n, k, tl.th, tl.m, tl.tw, tl.m).transpose(3, 5, 0, 2, 4, 1)
-
-
-def blocks_to_nchw(y: np.ndarray, tl: Tiling, out: np.ndarray, pitched: np.ndarray,
+def blocks_to_nchw(y: np.ndarray, tl: Tiling, out: np.ndarray,
                    bias: np.ndarray | None = None) -> np.ndarray:
-    """Output blocks (m², n*th*tw, K) into NCHW ``out`` (n, K, ho, wo), adding ``bias``
-    per channel; ``pitched`` (n, K, th*m, tw*m) holds the blocks whole first, since
-    the last blocks of a row or column may overhang the output."""
+    """Output blocks (m², Cout, n*th*tw) into NCHW ``out`` (n, Cout, ho, wo), adding
+    ``bias`` per channel: one strided copy per position within a block, the blocks'
+    overhang past the output left out."""
     n, k = out.shape[:2]
-    np.copyto(_blocks(pitched, tl), y.reshape(tl.m, tl.m, n, tl.th, tl.tw, k))
-    valid = pitched[:, :, :tl.ho, :tl.wo]
-    if bias is None:
-        np.copyto(out, valid)
-    else:
-        np.add(valid, bias.reshape(1, -1, 1, 1), out=out)
+    blocks = y.reshape(tl.m, tl.m, k, n, tl.th, tl.tw)
+    for a, b, rows, cols in tl.block_offsets():
+        src = blocks[a, b, :, :, :rows, :cols].transpose(1, 0, 2, 3)
+        dst = out[:, :, a::tl.m, b::tl.m]
+        if bias is None:
+            np.copyto(dst, src)
+        else:
+            np.add(src, bias.reshape(1, -1, 1, 1), out=dst)
     return out
 
 
-def nchw_to_blocks(dy: np.ndarray, tl: Tiling, pitched: np.ndarray, out: np.ndarray
-                   ) -> np.ndarray:
-    """NCHW ``dy`` (n, K, ho, wo) as output blocks ``out`` (m², n*th*tw, K); where a
-    block overhangs the output its gradient is zero. ``pitched`` (n, K, th*m, tw*m)
-    is scratch whose overhang must be zero."""
-    pitched[:, :, :tl.ho, :tl.wo] = dy
+def nchw_to_blocks(dy: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
+    """NCHW ``dy`` (n, Cout, ho, wo) as output blocks ``out`` (m², Cout, n*th*tw):
+    ``blocks_to_nchw``' adjoint, zero where a block overhangs the output."""
     n, k = dy.shape[:2]
-    np.copyto(out.reshape(tl.m, tl.m, n, tl.th, tl.tw, k), _blocks(pitched, tl))
+    blocks = out.reshape(tl.m, tl.m, k, n, tl.th, tl.tw)
+    for a, b, rows, cols in tl.block_offsets():
+        part = blocks[a, b]
+        part[:, :, rows:].fill(0)
+        part[:, :, :rows, cols:].fill(0)
+        np.copyto(part[:, :, :rows, :cols], dy[:, :, a::tl.m, b::tl.m].transpose(1, 0, 2, 3))
     return out
-
-
 class WinogradConvolution:
     """A 3x3, stride-1, undilated, ungrouped convolution of one geometry by F(m, 3).
 
@@ -213,19 +220,15 @@ class WinogradConvolution:
         count = min(n, count + count % 2)        # even: two workers get equal shares
         return [n * i // count for i in range(count + 1)]
 
-    def _padded_input(self, x: np.ndarray) -> np.ndarray:
-        n, tl = x.shape[0], self.tl
-        xp = self.ws.get("wino_xp", (n, tl.rows, tl.cols, self.c), x.dtype, zero=True)
-        dst = xp[:, self.ph:self.ph + self.h, self.pw:self.pw + self.w]
-        np.copyto(dst, x.transpose(0, 2, 3, 1))
-        return xp
+    def _padded(self, name: str, n: int, c: int, dtype) -> np.ndarray:
+        return self.ws.get(name, (n, c, self.tl.rows, self.tl.cols), dtype, zero=True)
 
     def _transformed_tiles(self, xp: np.ndarray, a: int, m: int, worker: int) -> np.ndarray:
-        """V (t², tiles, C) of images a..a+m."""
+        """V (t², C, tiles) of images a..a+m."""
         t2, p = self.tr.t ** 2, self.tl.tiles(m)
         d = gather_tiles(xp[a:a + m], self.tl,
-                         self.ws.get(f"wino_d{worker}", (t2, p, self.c), xp.dtype))
-        v = self.ws.get(f"wino_v{worker}", (t2, p, self.c), xp.dtype)
+                         self.ws.get(f"wino_d{worker}", (t2, self.c, p), xp.dtype))
+        v = self.ws.get(f"wino_v{worker}", (t2, self.c, p), xp.dtype)
         gemm(self.tr.input, d.reshape(t2, -1), out=v.reshape(t2, -1))
         return v
 
@@ -233,23 +236,23 @@ class WinogradConvolution:
                 out: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         t2, m2 = self.tr.t ** 2, self.tr.m ** 2
-        self.xp = xp = self._padded_input(x)
-        self.u = u = transform_kernels(weight, self.tr,
-                                       self.ws.get("wino_u", (t2, self.c, self.cout), x.dtype))
+        # The border (padding, and the last tiles' overhang) is zero from the start
+        # and never written.
+        self.xp = xp = self._padded("wino_xp", n, self.c, x.dtype)
+        copy_over_batch(xp[:, :, self.ph:self.ph + self.h, self.pw:self.pw + self.w], x)
+        self.ut = ut = transform_kernels(
+            weight, self.tr, self.ws.get("wino_u", (t2, self.cout, self.c), x.dtype))
         chunks = self._chunks(n)
 
         def chunk(i: int, worker: int) -> None:
             a, m = chunks[i], chunks[i + 1] - chunks[i]
             p = self.tl.tiles(m)
             v = self._transformed_tiles(xp, a, m, worker)
-            prod = self.ws.get(f"wino_m{worker}", (t2, p, self.cout), x.dtype)
-            gemm(v, u, out=prod)
-            y = self.ws.get(f"wino_y{worker}", (m2, p, self.cout), x.dtype)
+            prod = self.ws.get(f"wino_m{worker}", (t2, self.cout, p), x.dtype)
+            gemm(ut, v, out=prod)
+            y = self.ws.get(f"wino_y{worker}", (m2, self.cout, p), x.dtype)
             gemm(self.tr.output, prod.reshape(t2, -1), out=y.reshape(m2, -1))
-            pitched = self.ws.get(f"wino_pitch{worker}",
-                                  (m, self.cout, self.tl.th * self.tl.m, self.tl.tw * self.tl.m),
-                                  x.dtype)
-            blocks_to_nchw(y, self.tl, out[a:a + m], pitched, bias)
+            blocks_to_nchw(y, self.tl, out[a:a + m], bias)
         over_items(len(chunks) - 1, chunk, self._macs(n), min_elements=MIN_SPLIT_MACS)
         return out
 
@@ -261,22 +264,22 @@ class WinogradConvolution:
         (unless None). Uses the input and kernels of the last forward."""
         n = dy.shape[0]
         t2, m2, tl = self.tr.t ** 2, self.tr.m ** 2, self.tl
-        xp, u = self.xp, self.u
+        xp, ut = self.xp, self.ut
         chunks = self._chunks(n)
         count = len(chunks) - 1
         # Runs of chunks, each summing its kernel gradient in a buffer of its own: as
         # many as the buffers' budget allows, an even number for two workers.
-        du_bytes = t2 * self.c * self.cout * dy.dtype.itemsize
+        du_bytes = ut.nbytes
         runs = max(1, min(count, KERNEL_PARTS_BYTES // du_bytes))
         runs = min(count, runs + runs % 2)
         bounds = [count * r // runs for r in range(runs + 1)]
-        du_parts = self.ws.get("wino_du", (runs, t2, self.c, self.cout), dy.dtype)
+        du_parts = self.ws.get("wino_du", (runs,) + ut.shape, dy.dtype)
 
         def run(r: int, worker: int) -> None:
             for i in range(bounds[r], bounds[r + 1]):
                 first = i == bounds[r]
-                du = du_parts[r] if first else self.ws.get(f"wino_du{worker}",
-                                                           du_parts.shape[1:], dy.dtype)
+                du = du_parts[r] if first else self.ws.get(f"wino_du{worker}", ut.shape,
+                                                           dy.dtype)
                 chunk(i, du, worker)
                 if not first:
                     du_parts[r] += du
@@ -285,25 +288,21 @@ class WinogradConvolution:
             a, m = chunks[i], chunks[i + 1] - chunks[i]
             p = tl.tiles(m)
             v = self._transformed_tiles(xp, a, m, worker)
-            pitched = self.ws.get(f"wino_dpitch{worker}",
-                                  (m, self.cout, tl.th * tl.m, tl.tw * tl.m), dy.dtype,
-                                  zero=True)
-            dyb = nchw_to_blocks(dy[a:a + m], tl, pitched,
-                                 self.ws.get(f"wino_dy{worker}", (m2, p, self.cout), dy.dtype))
-            dm = self.ws.get(f"wino_dm{worker}", (t2, p, self.cout), dy.dtype)
+            dyb = nchw_to_blocks(dy[a:a + m], tl,
+                                 self.ws.get(f"wino_dy{worker}", (m2, self.cout, p), dy.dtype))
+            dm = self.ws.get(f"wino_dm{worker}", (t2, self.cout, p), dy.dtype)
             gemm(self.tr.output.T, dyb.reshape(m2, -1), out=dm.reshape(t2, -1))
-            gemm(v.transpose(0, 2, 1), dm, out=du)
+            gemm(dm, v.transpose(0, 2, 1), out=du)
             if dx is None:
                 return
-            dv = self.ws.get(f"wino_dv{worker}", (t2, p, self.c), dy.dtype)
-            gemm(dm, u.transpose(0, 2, 1), out=dv)
-            dd = self.ws.get(f"wino_dd{worker}", (t2, p, self.c), dy.dtype)
+            dv = self.ws.get(f"wino_dv{worker}", (t2, self.c, p), dy.dtype)
+            gemm(ut.transpose(0, 2, 1), dm, out=dv)
+            dd = self.ws.get(f"wino_dd{worker}", (t2, self.c, p), dy.dtype)
             gemm(self.tr.input.T, dv.reshape(t2, -1), out=dd.reshape(t2, -1))
-            dxp = self.ws.get(f"wino_dxp{worker}", (m, tl.rows, tl.cols, self.c), dy.dtype)
+            dxp = self.ws.get(f"wino_dxp{worker}", (m, self.c, tl.rows, tl.cols), dy.dtype)
             dxp.fill(0)
             scatter_tiles(dd, tl, dxp)
-            np.copyto(dx[a:a + m], dxp[:, self.ph:self.ph + self.h, self.pw:self.pw + self.w]
-                      .transpose(0, 3, 1, 2))
+            np.copyto(dx[a:a + m], dxp[:, :, self.ph:self.ph + self.h, self.pw:self.pw + self.w])
         over_items(runs, run, 3 * self._macs(n), min_elements=MIN_SPLIT_MACS)
         dweight += kernel_gradient(du_parts.sum(axis=0), self.tr)
 
