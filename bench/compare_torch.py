@@ -171,10 +171,10 @@ def cnntrain_step(net, solver) -> float:
 # --- the same graph in torch ---------------------------------------------------------
 SUPPORTED = ("Input", "Convolution", "Pooling", "ReLU", "Sigmoid", "TanH", "Dropout",
              "InnerProduct", "Flatten", "Softmax", "SoftmaxWithLoss", "EuclideanLoss",
-             "Accuracy", "BatchNorm", "Scale", "Eltwise")
+             "Accuracy", "BatchNorm", "Scale", "Bias", "Eltwise", "GELU", "Power")
 # Producers whose backward does not need their own output: a ReLU may overwrite it.
 _INPLACE_SAFE_PRODUCERS = {"Convolution", "InnerProduct", "Pooling", "BatchNorm", "Scale",
-                           "Eltwise"}
+                           "Bias", "Eltwise"}
 
 
 class TorchNet(torch.nn.Module):
@@ -239,12 +239,13 @@ class TorchNet(torch.nn.Module):
             if pad[0] > k[0] // 2 or pad[1] > k[1] // 2:
                 raise BenchError(f"layer '{name}': torch pooling needs pad <= kernel/2, got "
                                  f"pad {pad} for kernel {k}")
+            ceil = p.round_mode == "CEIL"
             if p.pool == "MAX":
-                return lambda x: [F.max_pool2d(x[0], k, s, pad, ceil_mode=True)]
+                return lambda x: [F.max_pool2d(x[0], k, s, pad, ceil_mode=ceil)]
             # Caffe's divisor counts the padding but not the ceil-mode overhang past it:
             # torch's count_include_pad=True divisor is (min(start+k, size+pad) - start),
             # the same rule (checked blob by blob before timing).
-            return lambda x: [F.avg_pool2d(x[0], k, s, pad, ceil_mode=True,
+            return lambda x: [F.avg_pool2d(x[0], k, s, pad, ceil_mode=ceil,
                                            count_include_pad=True)]
         if t == "BatchNorm":
             if layer.global_stats:
@@ -269,6 +270,20 @@ class TorchNet(torch.nn.Module):
                 y = x[0] * scale.view(shape)
                 return [y + shift.view(shape) if shift is not None else y]
             return per_channel
+        if t == "Bias":
+            if len(node.bottoms) != 1 or blobs[0].dim() != 1 or layer.axis != 1:
+                raise BenchError(f"layer '{name}': only a learned per-channel Bias (axis 1) "
+                                 "is translated")
+            shift = blobs[0]
+            return lambda x: [x[0] + shift.view((1, -1) + (1,) * (x[0].dim() - 2))]
+        if t == "GELU":
+            approximate = spec.blocks["gelu_param"].approximate
+            return lambda x: [F.gelu(x[0], approximate=approximate)]
+        if t == "Power":
+            pp = spec.blocks["power_param"]
+            if pp.power != 1:
+                raise BenchError(f"layer '{name}': only Power with power 1 is translated")
+            return lambda x: [x[0] * pp.scale + pp.shift if pp.shift else x[0] * pp.scale]
         if t == "Eltwise":
             if layer.op != "SUM":
                 raise BenchError(f"layer '{name}': only Eltwise SUM is translated")
@@ -312,6 +327,8 @@ class TorchNet(torch.nn.Module):
                     scores = scores.movedim(axis, 1)
                 lab = label.reshape(scores.shape[:1] + scores.shape[2:]).long()
                 kw = {} if ignore is None else {"ignore_index": ignore}
+                if layer.smoothing:
+                    kw["label_smoothing"] = layer.smoothing
                 if norm == "VALID":
                     loss = F.cross_entropy(scores, lab, **kw)
                 else:
