@@ -112,3 +112,42 @@ def test_tile_size_follows_the_blocks_overhang():
     assert winograd.best_tile(32, 32) == 4
     assert winograd.best_tile(7, 7) == 4      # 4 blocks of 36 products, not 16 of 16
     assert winograd.best_tile(2, 2) == 2
+
+
+@pytest.mark.parametrize("shape, fields", [
+    ((2, 3, 7, 6), dict(num_output=4, kernel_size=3, pad=1)),
+    ((3, 2, 5, 5), dict(num_output=3, kernel_size=3, pad=0, bias_term=False)),
+    ((2, 4, 9, 9), dict(num_output=2, kernel_size=3, pad=2)),
+])
+def test_convolution_layer_on_winograd_matches_im2col_and_its_gradients(shape, fields):
+    from layer_helpers import assert_gradients, make_layer
+
+    wino, _ = make_layer("Convolution", [shape], convolution_param={**fields,
+                                                                   "engine": "WINOGRAD"})
+    caffe, _ = make_layer("Convolution", [shape], convolution_param={**fields,
+                                                                    "engine": "CAFFE"})
+    assert wino.winograd and not caffe.winograd
+    x = np.random.default_rng(3).normal(size=shape)
+    np.testing.assert_allclose(wino.forward([x])[0], caffe.forward([x])[0], rtol=1e-11,
+                               atol=1e-12)
+    assert_gradients(wino, [x])
+
+
+def test_winograd_engine_on_a_layer_it_cannot_run_names_the_field():
+    from cnntrain.layers.base import SetupError
+    from layer_helpers import make_layer
+
+    with pytest.raises(SetupError, match="engine WINOGRAD needs a 3x3 kernel") as err:
+        make_layer("Convolution", [(1, 2, 6, 6)], convolution_param=dict(
+            num_output=2, kernel_size=3, stride=2, engine="WINOGRAD"))
+    assert err.value.field == "convolution_param.engine"
+
+
+def test_default_engine_takes_winograd_only_where_it_pays():
+    from layer_helpers import make_layer
+
+    wide, _ = make_layer("Convolution", [(1, 64, 8, 8)],
+                         convolution_param=dict(num_output=64, kernel_size=3, pad=1))
+    narrow, _ = make_layer("Convolution", [(1, 16, 8, 8)],
+                           convolution_param=dict(num_output=64, kernel_size=3, pad=1))
+    assert wide.winograd == 4 and narrow.winograd is None

@@ -74,6 +74,10 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
         # xavier is the default here, and any Caffe filler may still be given.
         "weight_filler": _filler("xavier"),
         "bias_filler": _filler("constant"),
+        "engine": Field("enum", "DEFAULT", choices=("DEFAULT", "CAFFE", "WINOGRAD"),
+                        doc="CAFFE: im2col + GEMM; WINOGRAD: Winograd's F(4x4,3x3) or "
+                            "F(2x2,3x3) (3x3, stride 1, one group); DEFAULT: WINOGRAD "
+                            "where it applies and pays, else CAFFE"),
     },
     "pooling_param": {
         "pool": Field("enum", "MAX", choices=("MAX", "AVE")),

@@ -315,6 +315,17 @@ def winograd_applies(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, group
             and 0 <= ph <= 2 and 0 <= pw <= 2)
 
 
+# Below this many input or output channels the transforms cost more than the
+# multiplies they save (the GEMMs' depth is C, not 9C as in im2col's; see
+# bench/RESULTS.md for the measurements behind the threshold).
+MIN_CHANNELS = 64
+
+
+def winograd_pays(c: int, cout: int) -> bool:
+    """Whether a qualifying layer of ``c`` -> ``cout`` channels runs faster by Winograd."""
+    return min(c, cout) >= MIN_CHANNELS
+
+
 def best_tile(ho: int, wo: int) -> int:
     """m = 4 where the output has room for 4x4 blocks, else 2: fewer products per
     output pixel, counting the blocks' overhang past the output's edge."""

@@ -11,6 +11,8 @@ from cnntrain.engine import (batch_chunk, channel_major_to_nchw, col2im, col2im_
                              nchw_to_channel_major, pad_to_nhwc)
 from cnntrain.engine.parallel import (MIN_SPLIT_MACS, channel_sums, copy_over_batch,
                                       fill_over_batch, over_items)
+from cnntrain.engine.winograd import (WinogradConvolution, best_tile, winograd_applies,
+                                      winograd_pays)
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import conv_geometry, nchw
 
@@ -81,12 +83,36 @@ class Convolution(Layer):
                                       fan_in, fan_out)]
         if p.bias_term:
             self.blobs.append(self.make_param((self.cout,), p.bias_filler, 1, fan_in, fan_out))
+        self.winograd = self._winograd_tile(p.engine, c)
         self.one_by_one = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
         self.channel_first = (not self.one_by_one
                               and channel_first_columns(self.kw, cin_g, self.wo))
         # How dx is found (a 1x1 layer's is one GEMM whatever this says).
         self.full_convolution = not self.one_by_one and self._full_convolution_pays(c, h, w)
         return [(n, self.cout, self.ho, self.wo)]
+
+    def _winograd_tile(self, engine: str, c: int) -> int | None:
+        """The tile size m of Winograd's F(m, 3) this layer runs on, or None for im2col."""
+        fits = winograd_applies(self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
+                                self.group, self.ph, self.pw)
+        if engine == "WINOGRAD" and not fits:
+            raise SetupError("engine WINOGRAD needs a 3x3 kernel, stride 1, no dilation, "
+                             "group 1 and pad <= 2", "convolution_param.engine")
+        if engine == "CAFFE" or not fits:
+            return None
+        if engine == "DEFAULT" and not winograd_pays(c, self.cout):
+            return None
+        return best_tile(self.ho, self.wo)
+
+    def _winograd(self, shape) -> WinogradConvolution:
+        """The Winograd convolution of this input shape (built again when it changes)."""
+        key = (shape, self.blobs[0].data.dtype)
+        if getattr(self, "_wino_key", None) != key:
+            n, c, h, w = shape
+            self._wino = WinogradConvolution(n, c, h, w, self.cout, (self.ph, self.pw),
+                                             self.winograd, key[1], self.ws)
+            self._wino_key = key
+        return self._wino
 
     # --- layouts -------------------------------------------------------------------
     # Caffe's weights are (Cout, C/G, kh, kw). The GEMMs want them per group with the
@@ -172,6 +198,10 @@ class Convolution(Layer):
     def forward(self, bottom: Sequence[np.ndarray]) -> list[np.ndarray]:
         (x,) = bottom
         n, c, h, w = self.in_shape = x.shape
+        if self.winograd is not None:
+            y = self.buffer("y", (n, self.cout, self.ho, self.wo), x.dtype)
+            bias = self.blobs[1].data if len(self.blobs) > 1 else None
+            return [self._winograd(x.shape).forward(x, self.blobs[0].data, bias, y)]
         if self.channel_first:
             xp = self.ws.get("xp", (n, c, h + 2 * self.ph, w + 2 * self.pw), x.dtype,
                              zero=True)
@@ -201,12 +231,15 @@ class Convolution(Layer):
 
     def backward(self, top_diff, propagate_down):
         (dy,) = top_diff
-        xp = self.xp
         n, c, h, w = self.in_shape
         if len(self.blobs) > 1:
             self.blobs[1].diff += channel_sums(dy)
         want_dx = propagate_down[0]
         dx = self.buffer("dx", (n, c, h, w), dy.dtype) if want_dx else None
+        if self.winograd is not None:
+            self._winograd(self.in_shape).backward(dy, self.blobs[0].diff, dx)
+            return [dx]
+        xp = self.xp
         if want_dx and self.full_convolution:
             self.rotated = self._rotated_weights()
         # Each run of chunks sums its weight gradient in its own buffer; the runs' sums
