@@ -221,8 +221,14 @@ def test_labels_coarse_is_refused_for_cifar10(tmp_path):
 def test_shipped_configs_are_the_rendered_templates():
     for dataset, kind, file in (("cifar100", "quick", "cifar100_quick.yaml"),
                                 ("cifar100", "vgg", "cifar100_vgg.yaml"),
+                                ("cifar100", "fast", "cifar100_fast.yaml"),
                                 ("cifar10", "quick", "cifar10_native_quick.yaml")):
         assert (REPO / "configs" / file).read_text() == render(dataset, "fine", kind), file
+    # The CIFAR-10 recipe holds the same layers as cifar100_fast's template.
+    from cnntrain.data.config_templates import fast_layers
+
+    text = (REPO / "configs" / "fast94_cifar10.yaml").read_text()
+    assert fast_layers(10, "the 10 classes of CIFAR-10") in text
 
 
 def outputs(text):
@@ -238,7 +244,7 @@ def outputs(text):
                                                       ("cifar100", "coarse", 20),
                                                       ("cifar10", "fine", 10)])
 def test_class_count_of_every_config_comes_from_the_dataset(dataset, labels, classes):
-    kinds = ("quick", "vgg") if dataset == "cifar100" else ("quick",)
+    kinds = ("quick", "vgg", "fast") if dataset == "cifar100" else ("quick",)
     for kind in kinds:
         count, data = outputs(render(dataset, labels, kind))
         assert count == classes
