@@ -51,6 +51,7 @@ class TimingReport:
     min_ms: float = 0.0
     gemm_ms: float = 0.0
     im2col_ms: float = 0.0
+    sgemm_peak: float = 0.0          # GFLOP/s of a large square GEMM on the same threads
 
     @property
     def layers_ms(self) -> float:
@@ -85,7 +86,27 @@ class TimingReport:
                 "median_ms": self.median_ms, "min_ms": self.min_ms,
                 "images_per_s": self.images_per_s, "gflops_per_s": self.gflops,
                 "gemm_ms": self.gemm_ms, "im2col_ms": self.im2col_ms,
-                "other_ms": self.other_ms}
+                "other_ms": self.other_ms, "sgemm_peak_gflops_per_s": self.sgemm_peak}
+
+
+def sgemm_peak(dtype=np.float32, size: int = 2048, repeats: int = 3) -> float:
+    """GFLOP/s of the best of ``repeats`` square ``size`` GEMMs through the engine's
+    ``gemm`` (so on the same threads as the layers'): the host's practical peak, which
+    a whole step's GEMM-shaped work is measured against."""
+    from cnntrain.engine import gemm
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32).astype(dtype) for _ in "ab")
+    out = np.empty((size, size), dtype)
+    gemm(a, b, out=out)                           # warm-up: threads, pages
+    best = min(_seconds(lambda: gemm(a, b, out=out)) for _ in range(repeats))
+    return 2.0 * size ** 3 / best / 1e9
+
+
+def _seconds(fn: Callable) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def _gemm_flops(node, net) -> float:
@@ -173,6 +194,7 @@ def time_experiment(exp, *, iterations: int = 20, warmup: int = 3,
     report.min_ms = min(steps)
     report.gemm_ms = kernels["gemm"] * 1e3 / iterations
     report.im2col_ms = kernels["im2col"] * 1e3 / iterations
+    report.sgemm_peak = sgemm_peak()
     return report
 
 
@@ -196,7 +218,11 @@ def format_report(report: TimingReport, threads: str) -> list[str]:
               f"{backward:.1f}, the rest {report.total_ms - forward - backward:.1f}); median "
               f"{report.median_ms:.1f}, min {report.min_ms:.1f}",
               f"throughput: {report.images_per_s:,.0f} images/s, {report.gflops:.1f} GFLOP/s "
-              "achieved in the GEMMs' arithmetic (forward, weight and input gradients)",
+              "achieved in the GEMMs' arithmetic (forward, weight and input gradients, "
+              "counted as im2col's)",
+              f"host sgemm peak: {report.sgemm_peak:.1f} GFLOP/s (2048x2048x2048 float32 on "
+              f"the same threads); the step ran its GEMM-shaped work at "
+              f"{report.gflops / max(report.sgemm_peak, 1e-9):.0%} of it",
               f"time in GEMM {report.gemm_ms / total:.1%}, im2col/col2im "
               f"{report.im2col_ms / total:.1%}, everything else {report.other_ms / total:.1%}"]
     return lines
