@@ -39,6 +39,23 @@ class Scores:
 
 
 @dataclass
+class ImagePredictions:
+    """Each tested image's label and single-view prediction, by its place in the split."""
+
+    index: np.ndarray           # position of the image in the dataset split
+    label: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray      # softmax probability of the predicted class
+
+    def confident_mistakes(self, count: int) -> np.ndarray:
+        """Positions (into these arrays) of the ``count`` wrong predictions made with the
+        highest confidence, most confident first."""
+        wrong = np.flatnonzero(self.predicted != self.label)
+        order = np.argsort(-self.confidence[wrong], kind="stable")
+        return wrong[order[:count]]
+
+
+@dataclass
 class Evaluation:
     """Outputs averaged over images (batches weighted by their size)."""
 
@@ -54,6 +71,8 @@ class Evaluation:
     tta_views: int = 1                      # how many views the TTA scores average
     fine_to_coarse: np.ndarray | None = None   # CIFAR-100 fine labels: superclass of each
     coarse_names: list[str] = field(default_factory=list)
+    predictions: ImagePredictions | None = None   # single view, when the data layer says
+    #                                               which images each batch held
 
     @property
     def accuracy(self) -> float | None:
@@ -141,15 +160,28 @@ class _Tally:
         self.k = min(5, classes)
         self.hits1 = self.hitsk = self.count = 0
         self.confusion = np.zeros((classes, classes), np.int64)
+        self.images: list[tuple[np.ndarray, ...]] = []   # (index, label, predicted, confidence)
 
-    def add(self, rows: np.ndarray, labels: np.ndarray, ignore: int | None) -> None:
+    def add(self, rows: np.ndarray, labels: np.ndarray, ignore: int | None,
+            indices: np.ndarray | None = None) -> None:
+        """Count a batch; ``indices`` (the images' places in the split, one per row)
+        also keeps each image's prediction."""
         valid = labels != ignore if ignore is not None else np.ones(len(labels), bool)
         rows, labels = rows[valid], labels[valid]
         rank = label_rank(rows, labels)
         self.hits1 += int((rank < 1).sum())
         self.hitsk += int((rank < self.k).sum())
         self.count += len(labels)
-        np.add.at(self.confusion, (labels, rows.argmax(axis=1)), 1)
+        predicted = rows.argmax(axis=1)
+        np.add.at(self.confusion, (labels, predicted), 1)
+        if indices is not None:
+            confidence = _softmax(rows)[np.arange(len(rows)), predicted]
+            self.images.append((np.asarray(indices)[valid], labels, predicted, confidence))
+
+    def predictions(self) -> ImagePredictions | None:
+        if not self.images:
+            return None
+        return ImagePredictions(*(np.concatenate(parts) for parts in zip(*self.images)))
 
     def scores(self) -> Scores:
         n = max(self.count, 1)
@@ -200,7 +232,10 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) ->
         rows = _rows(scores, axis).astype(np.float64)
         if single is None:
             single = _Tally(rows.shape[1])
-        single.add(rows, labels, ignore)
+        indices = getattr(data_layers[0], "last_indices", None) if data_layers else None
+        if indices is not None and not len(indices) == len(rows) == len(labels):
+            indices = None     # several score rows per image: no one prediction each
+        single.add(rows, labels, ignore, indices)
         if data_node is not None:
             tops = [net.blobs[t] for t in data_node.tops]
             probs = _softmax(rows)
@@ -223,7 +258,8 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) ->
     confusion = single_scores.confusion if single_scores is not None else None
     return Evaluation(outputs, loss_sum / max(images, 1), images, acc_blob, confusion, names,
                       single_scores, averaged.scores() if averaged is not None else None,
-                      tta, len(views) or 1, mapping if coarse else None, coarse)
+                      tta, len(views) or 1, mapping if coarse else None, coarse,
+                      single.predictions() if single is not None else None)
 
 
 # ---------------------------------------------------------------- confusion files

@@ -76,6 +76,7 @@ class Data(Layer):
         self._prefetch = train and p.prefetch   # started at the first batch: the streams are
         # then created in the same order as without it, so snapshots match byte for byte
         self.batch_size = p.batch_size
+        self.last_indices: np.ndarray | None = None
         out = self.transform.out_shape((p.batch_size,) + shape[1:])
         return [out] + ([(p.batch_size,)] if len(self.spec.top) > 1 else [])
 
@@ -166,6 +167,7 @@ class Data(Layer):
             idx, data = self.prefetcher.next()
         else:
             idx, data = self._cut(self.sampler, self.rngs.get("augment"))
+        self.last_indices = idx     # which images this batch holds (for reports)
         tops = [data]
         if len(self.spec.top) > 1:
             tops.append(self.images.labels[idx].astype(self.dtype))
