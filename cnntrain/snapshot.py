@@ -5,7 +5,8 @@ Layout::
     /data/<layer>/<i>            parameter i of a layer (Caffe's .caffemodel.h5 layout)
     /solver/history/<layer>/<i>  the solver's buffers for that parameter
     /state/data/<layer>/<key>    data-order state of each TRAIN data layer
-    attrs: format, version, iter, solver_type, rng (JSON), config (YAML text)
+    attrs: format, version, iter, solver_type, rng (JSON), config (YAML text),
+           callbacks (JSON: the training callbacks' state, e.g. early stopping)
 
 Files are written to a temporary name in the same folder, flushed to disk, then
 renamed over the target: a crash at any moment leaves the old file or the new one,
@@ -37,6 +38,7 @@ class Snapshot:
     history: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict)
     rng: str | None = None
     data_state: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    callbacks: dict[str, dict] = field(default_factory=dict)
 
     @property
     def resumable(self) -> bool:
@@ -73,17 +75,23 @@ def atomic_write(path: Path, write) -> None:
 
 
 def save_snapshot(path: Path, *, params, config: str, iteration: int, solver_type: str,
-                  history, rng: str, data_state: dict[str, dict[str, np.ndarray]]) -> None:
+                  history, rng: str, data_state: dict[str, dict[str, np.ndarray]],
+                  callbacks: dict[str, dict] | None = None) -> None:
     """Write a full training snapshot atomically.
 
     ``params`` is the net's ``param_keys`` list of (layer, index, Param); ``history``
-    lists each parameter's solver buffers in the same order.
+    lists each parameter's solver buffers in the same order; ``callbacks`` holds the
+    training callbacks' state by name (plain JSON values).
     """
+    import json
+
     from cnntrain.safe_hdf5 import write_hdf5
 
     def build(f) -> None:
         f.attrs.update(format=FORMAT, version=VERSION, iter=iteration, solver_type=solver_type,
                        rng=rng, config=config)
+        if callbacks:
+            f.attrs["callbacks"] = json.dumps(callbacks)
         for (layer, i, p), buffers in zip(params, history):
             f.create_dataset(f"data/{layer}/{i}", data=p.data)
             for k, buf in enumerate(buffers):
@@ -124,6 +132,20 @@ def _attr(path: Path, attrs, name: str, kind: type):
     raise SnapshotError(f"{path}: attribute '{name}' is {shown}, not {want}")
 
 
+def _json_attr(path: Path, attrs, name: str) -> dict:
+    """A text attribute holding a JSON object."""
+    import json
+
+    text = _attr(path, attrs, name, str)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise SnapshotError(f"{path}: attribute '{name}' is not a JSON object")
+    return value
+
+
 def load_snapshot(path: str | Path) -> Snapshot:
     """Read a snapshot, or any HDF5 file with Caffe's ``data/<layer>/<i>`` weights.
 
@@ -151,6 +173,8 @@ def load_snapshot(path: str | Path) -> Snapshot:
                 snap.iteration = _attr(path, attrs, "iter", int)
                 snap.solver_type = _attr(path, attrs, "solver_type", str)
                 snap.rng = _attr(path, attrs, "rng", str)
+                if "callbacks" in attrs:
+                    snap.callbacks = _json_attr(path, attrs, "callbacks")
                 for layer, sub in f.get("solver/history", {}).items():
                     for idx, bufs in sub.items():
                         snap.history[(layer, int(idx))] = [bufs[str(k)][()]

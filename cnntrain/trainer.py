@@ -6,10 +6,11 @@ import signal
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
+from cnntrain.callbacks import Callback, EarlyStop
 from cnntrain.config.specs import ExperimentSpec
 from cnntrain.errors import SnapshotError, TrainingError
 from cnntrain.evaluate import Evaluation, evaluate
@@ -61,11 +62,14 @@ class Trainer:
 
     def __init__(self, exp: ExperimentSpec, *, runs_root: Path, data_dir: str | None = None,
                  notify: Callable[[str], None] = print, progress: bool = True,
-                 on_test: Callable[[], None] | None = None):
+                 callbacks: Sequence[Callback] = ()):
         self.exp, self.s = exp, exp.solver
         self.notify, self.progress = notify, progress
-        # Called after each test's metrics are written (``train --plot`` redraws there).
-        self.on_test = on_test
+        # Called at each metrics row and test (curves, report, TensorBoard, early stop).
+        self.callbacks = list(callbacks)
+        if self.s.early_stop is not None:
+            self.callbacks.append(EarlyStop.from_config(self.s.early_stop))
+        self.stop_reason: str | None = None
         self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify)
         for name in self.train_net.init_from_data():
             notify(f"layer '{name}': weights filled from the training images (whitening)")
@@ -106,6 +110,18 @@ class Trainer:
                 layer.load_extra_state(state)
             except ValueError as err:
                 raise SnapshotError(f"{path}: layer '{layer.name}': {err}") from None
+        for callback in self.callbacks:
+            if callback.state_key is None:
+                continue
+            state = snap.callbacks.get(callback.state_key)
+            if state is None:
+                self.notify(f"note: {path} holds no {callback.state_key.replace('_', ' ')} "
+                            "state; it starts afresh here")
+                continue
+            try:
+                callback.load_state(state)
+            except ValueError as err:
+                raise SnapshotError(f"{path}: {err}") from None
         self.last_snapshot = Path(path)
 
     def load_weights(self, path: str | Path) -> list[str]:
@@ -116,10 +132,19 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------
     def train(self, resumed: bool = False) -> Evaluation | None:
+        try:
+            return self._train(resumed)
+        finally:
+            for callback in self.callbacks:
+                callback.close()
+
+    def _train(self, resumed: bool) -> Evaluation | None:
         s, net, solver = self.s, self.train_net, self.solver
         self.run.start(self.exp.text, solver.iter if resumed else None)
         self.run.log(f"{'resuming at iteration ' + str(solver.iter) if resumed else 'starting'} "
                      f"{self.exp.name} ({self.exp.file})")
+        for callback in self.callbacks:
+            callback.on_train_start(self)
         start_time, losses = time.perf_counter(), deque(maxlen=s.average_loss)
         last_eval = None
         bar = self._bar(solver.iter)
@@ -143,6 +168,8 @@ class Trainer:
                     last_eval = self._test(bar, start_time)
                 if s.snapshot and it % s.snapshot == 0 and it < s.max_iter:
                     self._snapshot()
+                if self.stop_reason is not None:
+                    break
                 if stop.signal is not None:
                     path = self._snapshot()
                     self._close(bar)
@@ -150,11 +177,17 @@ class Trainer:
                            f"cnntrain train {self.exp.file} --resume {path}")
                     self.run.log(msg)
                     raise TrainingError(msg)
-            # Test before the final snapshot, so snapshot_keep knows its accuracy.
-            if self.has_test:
-                last_eval = self._test(bar, start_time)
-            if s.snapshot_after_train:
-                self._snapshot()
+            if self.stop_reason is not None:
+                # Just tested; the final snapshot holds the weights it stopped with.
+                self._say(bar, self.stop_reason)
+                if self.last_snapshot != self.run.snapshot_path(solver.iter):
+                    self._snapshot()
+            else:
+                # Test before the final snapshot, so snapshot_keep knows its accuracy.
+                if self.has_test:
+                    last_eval = self._test(bar, start_time)
+                if s.snapshot_after_train:
+                    self._snapshot()
         self._close(bar)
         self.run.log(f"finished at iteration {solver.iter} in {time.perf_counter() - start_time:.1f} s")
         return last_eval
@@ -200,17 +233,25 @@ class Trainer:
 
     def _display(self, bar, it: int, loss: float, lr: float, start: float) -> None:
         self._say(bar, f"iter {it}: loss = {loss:.4f}, lr = {lr:.6g}")
-        self.run.metric(iter=it, loss=loss, lr=lr, seconds=round(time.perf_counter() - start, 2))
+        self._metric(iter=it, loss=loss, lr=lr, seconds=round(time.perf_counter() - start, 2))
+
+    def _metric(self, **row) -> None:
+        self.run.metric(**row)
+        for callback in self.callbacks:
+            callback.on_metrics(row)
 
     def _test(self, bar, start: float) -> Evaluation:
         ev = evaluate(self.test_net, self.s.test_iter)
         it = self.solver.iter
         parts = ", ".join(f"{k} = {v:.4f}" for k, v in ev.outputs.items())
         self._say(bar, f"iter {it}: test on {ev.images} images: {parts}")
-        self.run.metric(iter=it, test_loss=ev.loss, test_accuracy=ev.accuracy,
-                        seconds=round(time.perf_counter() - start, 2))
-        if self.on_test is not None:
-            self.on_test()
+        self._metric(iter=it, test_loss=ev.loss, test_accuracy=ev.accuracy,
+                     seconds=round(time.perf_counter() - start, 2))
+        for callback in self.callbacks:
+            reason = callback.on_test(self, ev)
+            # A stop asked for at max_iter is no early stop: training ends there anyway.
+            if reason and self.stop_reason is None and it < self.s.max_iter:
+                self.stop_reason = reason
         return ev
 
     def _snapshot(self) -> Path:
@@ -225,7 +266,9 @@ class Trainer:
                           iteration=self.solver.iter, solver_type=self.solver.type_name,
                           history=self.solver.state(), rng=self.rngs.state(),
                           data_state={layer.name: layer.extra_state()
-                                      for layer in self.train_net.data_layers()})
+                                      for layer in self.train_net.data_layers()},
+                          callbacks={c.state_key: c.state() for c in self.callbacks
+                                     if c.state_key is not None})
         except SnapshotError as err:
             # The failed write left nothing behind; say what the user still has.
             kept = (f"the last good snapshot is {self.last_snapshot}" if self.last_snapshot
@@ -272,13 +315,9 @@ class Trainer:
         raise TrainingError(msg)
 
 
-def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None,
-                  notify: Callable[[str], None] = print, tta: str | None = None) -> Evaluation:
-    """Evaluate a snapshot on its TEST net, built from the config stored inside it.
-
-    ``tta`` ("flip", "flip+shift"): also average the softmax over those views of each
-    image (``evaluate.tta_views``); None: the views the TEST Data layer declares in
-    ``transform_param.test_views``; "none": one view only."""
+def load_test_net(path: str | Path, data_dir: str | None,
+                  notify: Callable[[str], None] = print) -> tuple[Snapshot, ExperimentSpec, Net]:
+    """A snapshot's TEST net with its weights, built from the config stored inside it."""
     from cnntrain.config import experiment_from_text
 
     from cnntrain.errors import ConfigError
@@ -294,9 +333,25 @@ def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None
                        data_dir=None if data_dir is None else Path(data_dir), notify=notify)
     test_net = Net(exp.net, "TEST", ctx)  # only the TEST net: no training data to load
     copy_weights(test_net, snap, strict=True)
-    data_layers = test_net.data_layers()
-    if not data_layers:
+    if not test_net.data_layers():
         raise SnapshotError(f"the net in {path} has no TEST data layer to evaluate on")
+    return snap, exp, test_net
+
+
+def evaluate_snapshot_net(test_net: Net, iterations: int | None,
+                          tta: str | None = None) -> Evaluation:
+    """Evaluate a snapshot's TEST net as ``cnntrain test`` does. ``tta`` ("flip",
+    "flip+shift"): also average the softmax over those views of each image
+    (``evaluate.tta_views``); None: the views the TEST Data layer declares in
+    ``transform_param.test_views``; "none": one view only."""
     if tta is None:
-        tta = data_layers[0].test_views
+        tta = test_net.data_layers()[0].test_views
     return evaluate(test_net, iterations, None if tta == "none" else tta)
+
+
+def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None,
+                  notify: Callable[[str], None] = print, tta: str | None = None) -> Evaluation:
+    """Evaluate a snapshot on its TEST net, built from the config stored inside it (``tta``
+    as in :func:`evaluate_snapshot_net`)."""
+    _, _, test_net = load_test_net(path, data_dir, notify)
+    return evaluate_snapshot_net(test_net, iterations, tta)

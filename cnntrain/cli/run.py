@@ -29,8 +29,7 @@ from cnntrain.cli.output import JSON, QUIET, echo_json, print_summary
 @click.option("--no-progress", is_flag=True, help="No progress bar; log lines only.")
 @QUIET
 @JSON
-def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot, no_progress,
-          quiet, as_json):
+def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot, no_progress, quiet, as_json):
     """Train the net of CONFIG; logs, metrics and snapshots go to runs/<name>/.
 
     With --quiet only the final line is printed; with --json one JSON document
@@ -59,36 +58,48 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
     else:
         say = click.echo
     progress = not (no_progress or quiet or as_json)
-    trainer, ev = run_or_exit(_train, exp, data_dir, resume, weights, runs_dir, progress, plot,
-                              say)
+    trainer, ev = run_or_exit(_train, exp, data_dir, resume, weights, runs_dir, progress,
+                              _callbacks(exp, runs_dir, plot, say), say)
     accuracy = ev.accuracy if ev is not None else None
     if as_json:
         echo_json({"run": str(trainer.run.path), "name": exp.name,
                    "iterations": trainer.solver.iter,
                    "snapshot": str(trainer.last_snapshot) if trainer.last_snapshot else None,
+                   "early_stop": trainer.stop_reason,
                    "test": None if ev is None else {"loss": ev.loss, "images": ev.images,
                                                     **ev.outputs}})
         return
+    if trainer.stop_reason is not None and quiet:
+        click.echo(trainer.stop_reason)
     say(f"done: {trainer.run.path}")
     if accuracy is not None:
         click.echo(f"final test accuracy {accuracy:.4f}, loss {ev.loss:.4f}"
                    + (f" ({trainer.run.path})" if quiet else ""))
 
 
-def _train(exp, data_dir, resume, weights, runs_dir, progress, plot, say):
+def _callbacks(exp, runs_dir, plot, say) -> list:
+    """The extras asked for, made before the nets are built: a missing optional
+    package (matplotlib) stops the command here, before any training."""
+    def make():
+        callbacks = []
+        if plot:
+            from cnntrain.callbacks import OnTest
+            from cnntrain.tools.plot import training_plot_hook
+
+            callbacks.append(OnTest(training_plot_hook(Path(runs_dir) / exp.name, notify=say)))
+        return callbacks
+
+    return run_or_exit(make)
+
+
+def _train(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say):
     from cnntrain.errors import ConfigError
     from cnntrain.trainer import Trainer
 
     if resume and weights:
         raise ConfigError("give --resume or --weights, not both")
-    on_test = None
-    if plot:
-        from cnntrain.tools.plot import training_plot_hook
-
-        # Checked before the nets are built: a missing matplotlib stops here, not later.
-        on_test = training_plot_hook(Path(runs_dir) / exp.name, notify=say)
     trainer = Trainer(exp, runs_root=Path(runs_dir), data_dir=data_dir, notify=say,
-                      progress=progress, on_test=on_test)
+                      progress=progress, callbacks=callbacks)
     if resume:
         trainer.resume(resume)
         say(f"resuming {exp.name} at iteration {trainer.solver.iter}")

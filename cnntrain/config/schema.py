@@ -5,7 +5,7 @@ the ``*_param`` blocks they read; the validator checks each block against this t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 REQUIRED = object()  # marker: the field has no default
@@ -13,7 +13,8 @@ REQUIRED = object()  # marker: the field has no default
 
 @dataclass(frozen=True)
 class Field:
-    """One field: ``kind`` is int, float, bool, str, enum, ints, floats or a nested block name."""
+    """One field: ``kind`` is int, float, bool, str, enum, ints, floats, shape, filler, or
+    block (a nested mapping whose fields are ``fields``)."""
 
     kind: str
     default: Any = None
@@ -23,6 +24,7 @@ class Field:
     max_exclusive: bool = False
     choices: tuple[str, ...] = ()
     doc: str = ""
+    fields: dict[str, "Field"] | None = field(default=None, hash=False, compare=False)
 
 
 def _filler(default_type: str) -> Field:
@@ -282,6 +284,16 @@ PARAM_SPEC = {
                              "iteration on (progressive freezing); default: never"),
 }
 
+# solver.early_stop: checked at each test (callbacks.EarlyStop).
+EARLY_STOP = {
+    "metric": Field("enum", "test_accuracy", choices=("test_accuracy", "test_loss"),
+                    doc="test_accuracy must rise, test_loss must fall"),
+    "patience": Field("int", REQUIRED, min=1,
+                      doc="stop after this many tests without an improvement"),
+    "min_delta": Field("float", 0.0, min=0.0,
+                       doc="a change this small or smaller is no improvement"),
+}
+
 LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid", "cosine",
                "piecewise")
 
@@ -340,6 +352,15 @@ SOLVER: dict[str, Field] = {
                            doc="keep the newest N snapshots (and the best by test accuracy); "
                                "0: keep all"),
     "random_seed": Field("int", 1, min=0),
+    "early_stop": Field("block", None, fields=EARLY_STOP,
+                        doc="{metric, patience, min_delta}: stop when the test metric "
+                            "stalls; needs test_interval"),
+}
+
+# The top-level ``logging`` block: where training is recorded besides runs/<name>/.
+LOGGING = {
+    "tensorboard": Field("bool", False, doc="also write TensorBoard event files to "
+                                            "runs/<name>/tensorboard (needs tensorboardX)"),
 }
 
 # Which lr_policy needs which fields (the formulas are in solvers/lr_policy.py).
@@ -357,6 +378,6 @@ POLICY_NEEDS = {
 
 LAYER_FIELDS = ("name", "type", "bottom", "top", "param", "include", "exclude",
                 "loss_weight", "propagate_down")
-TOP_LEVEL = ("name", "net", "solver")
+TOP_LEVEL = ("name", "net", "solver", "logging")
 NET_FIELDS = ("name", "layer")
 PHASES = ("TRAIN", "TEST")

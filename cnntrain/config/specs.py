@@ -88,3 +88,4 @@ class ExperimentSpec:
     solver: SolverSpec
     text: str          # the resolved config as YAML, net inline: stored in snapshots
     file: str
+    logging: Block = field(default_factory=Block)   # the top-level ``logging`` block

@@ -122,6 +122,8 @@ def _check_value(spec: Field, value: Any, where: Where, layer, name: str, fail) 
         return tuple(checked)
     if spec.kind == "filler":
         return check_block(schema.FILLER, value, where, layer, name + ".")
+    if spec.kind == "block":
+        return check_block(spec.fields, value, where, layer, name + ".")
     if spec.kind == "shape":
         shapes = []
         for item in value if isinstance(value, list) else [value]:
@@ -378,9 +380,32 @@ def parse_experiment(raw: Any, file: str, base_dir: Path | None, default_name: s
         raise where.error("must be a simple name (used as the run folder)", field_name="name")
     net = parse_net(net_raw, net_file)
     solver = parse_solver(raw["solver"], file)
-    text = yaml.safe_dump({"name": name, "net": _plain(net_raw), "solver": _plain(raw["solver"])},
-                          sort_keys=False)
-    return ExperimentSpec(name=name, net=net, solver=solver, text=text, file=file)
+    _check_early_stop(net, solver)
+    logging = check_block(schema.LOGGING, raw.get("logging"), where, None, "logging.")
+    resolved = {"name": name, "net": _plain(net_raw), "solver": _plain(raw["solver"])}
+    if raw.get("logging") is not None:
+        resolved["logging"] = _plain(raw["logging"])
+    text = yaml.safe_dump(resolved, sort_keys=False)
+    return ExperimentSpec(name=name, net=net, solver=solver, text=text, file=file,
+                          logging=logging)
+
+
+def _check_early_stop(net: NetSpec, solver: SolverSpec) -> None:
+    """Early stopping is decided at tests: it needs them, and test_accuracy needs an
+    Accuracy layer to measure it."""
+    early = solver.early_stop
+    if early is None:
+        return
+    fail = lambda message: solver.where.error(message, field_name="solver.early_stop")  # noqa: E731
+    if not solver.test_interval:
+        raise fail("needs test_interval > 0: the metric is checked at each test")
+    test_layers = [spec for spec in net.layers if spec.in_phase("TEST")]
+    if not any(spec.type == "Data" for spec in test_layers):
+        raise fail("needs a TEST-phase Data layer to test on")
+    if early.metric == "test_accuracy" and not any(spec.type == "Accuracy"
+                                                   for spec in test_layers):
+        raise fail("metric test_accuracy needs an Accuracy layer in the TEST net "
+                   "(or use metric: test_loss)")
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:
