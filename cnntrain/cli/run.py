@@ -26,10 +26,14 @@ from cnntrain.cli.output import JSON, QUIET, echo_json, print_summary
                    "without reading data or training.")
 @click.option("--plot", is_flag=True,
               help="Redraw runs/<name>/curves.png at each test (needs matplotlib).")
+@click.option("--tensorboard", is_flag=True,
+              help="Also log to runs/<name>/tensorboard (as logging: {tensorboard: true}; "
+                   "needs tensorboardX).")
 @click.option("--no-progress", is_flag=True, help="No progress bar; log lines only.")
 @QUIET
 @JSON
-def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot, no_progress, quiet, as_json):
+def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
+          tensorboard, no_progress, quiet, as_json):
     """Train the net of CONFIG; logs, metrics and snapshots go to runs/<name>/.
 
     With --quiet only the final line is printed; with --json one JSON document
@@ -48,6 +52,8 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
     exp = run_or_exit(load_experiment_with, config, overrides)
     if dry_run:
         run_or_exit(print_summary, exp, as_json)
+        if (tensorboard or exp.logging.tensorboard) and not as_json:
+            _note_missing_tensorboard()
         return
     if quiet:
         def say(line: str) -> None:
@@ -59,7 +65,7 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
         say = click.echo
     progress = not (no_progress or quiet or as_json)
     trainer, ev = run_or_exit(_train, exp, data_dir, resume, weights, runs_dir, progress,
-                              _callbacks(exp, runs_dir, plot, say), say)
+                              _callbacks(exp, runs_dir, plot, tensorboard, say), say)
     accuracy = ev.accuracy if ev is not None else None
     if as_json:
         echo_json({"run": str(trainer.run.path), "name": exp.name,
@@ -77,9 +83,9 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
                    + (f" ({trainer.run.path})" if quiet else ""))
 
 
-def _callbacks(exp, runs_dir, plot, say) -> list:
+def _callbacks(exp, runs_dir, plot, tensorboard, say) -> list:
     """The extras asked for, made before the nets are built: a missing optional
-    package (matplotlib) stops the command here, before any training."""
+    package (matplotlib, tensorboardX) stops the command here, before any training."""
     def make():
         callbacks = []
         if plot:
@@ -87,9 +93,23 @@ def _callbacks(exp, runs_dir, plot, say) -> list:
             from cnntrain.tools.plot import training_plot_hook
 
             callbacks.append(OnTest(training_plot_hook(Path(runs_dir) / exp.name, notify=say)))
+        if tensorboard or exp.logging.tensorboard:
+            from cnntrain.tools.tensorboard import TensorBoardLogger
+
+            callbacks.append(TensorBoardLogger())
         return callbacks
 
     return run_or_exit(make)
+
+
+def _note_missing_tensorboard() -> None:
+    from cnntrain.errors import CnnTrainError
+    from cnntrain.tools.tensorboard import require_tensorboard
+
+    try:
+        require_tensorboard()
+    except CnnTrainError as err:
+        click.echo(f"note: {err}", err=True)
 
 
 def _train(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say):
