@@ -138,14 +138,33 @@ def _count(n: int) -> str:
     return str(n)
 
 
-def format_summary(summary: NetSummary) -> list[str]:
-    """A table: layer, type, top shapes, parameters, MACs per image; then the totals."""
-    head = ("layer", "type", "top shape", "params", "MACs/image")
+SUMMARY_HEAD = ("layer", "type", "top shape", "params", "MACs/image")
+
+
+def summary_cells(summary: NetSummary) -> list[tuple[str, str, str, str, str]]:
+    """The table's rows as text: layer, type, top shapes, parameters, MACs per image."""
     rows = []
     for r in summary.rows:
         tops = ", ".join(f"{t} {'x'.join(map(str, s)) or 'scalar'}" for t, s in r.tops)
         rows.append((r.name, r.type + (" (in place)" if r.in_place else ""), tops,
                      f"{r.params:,}" if r.params else "-", _count(r.macs) if r.macs else "-"))
+    return rows
+
+
+def summary_totals(summary: NetSummary) -> list[str]:
+    """The lines under the table: parameters and MACs, activation memory."""
+    stats = f" and {summary.statistics:,} running statistics" if summary.statistics else ""
+    mib = summary.activation_values * 4 / 2 ** 20
+    return [f"total: {summary.params:,} parameters{stats} ({summary.params * 4 / 2 ** 20:.2f} "
+            f"MiB as float32), {_count(summary.macs)} MACs per image forward",
+            f"activations: {mib:.1f} MiB for one batch of {summary.batch} as float32 "
+            f"(training keeps about as much again for their gradients)"]
+
+
+def format_summary(summary: NetSummary) -> list[str]:
+    """A table: layer, type, top shape, parameters, MACs per image; then the totals."""
+    head = SUMMARY_HEAD
+    rows = summary_cells(summary)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
 
     def line(cells):
@@ -155,10 +174,4 @@ def format_summary(summary: NetSummary) -> list[str]:
     lines = [f"{summary.name} ({summary.phase} net, batch {summary.batch})", line(head),
              line(["-" * w for w in widths])]
     lines += [line(row) for row in rows]
-    stats = f" and {summary.statistics:,} running statistics" if summary.statistics else ""
-    lines.append(f"total: {summary.params:,} parameters{stats} ({summary.params * 4 / 2 ** 20:.2f} "
-                 f"MiB as float32), {_count(summary.macs)} MACs per image forward")
-    mib = summary.activation_values * 4 / 2 ** 20
-    lines.append(f"activations: {mib:.1f} MiB for one batch of {summary.batch} as float32 "
-                 f"(training keeps about as much again for their gradients)")
-    return lines
+    return lines + summary_totals(summary)
