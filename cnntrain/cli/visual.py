@@ -1,10 +1,10 @@
-"""draw: pictures of a net."""
+"""draw and visualize: pictures of a net and what it learned."""
 from __future__ import annotations
 
 import click
 
-from cnntrain.cli import EXIT_CODES, main, run_or_exit
-from cnntrain.cli.output import QUIET
+from cnntrain.cli import DATA_DIR, EXIT_CODES, main, run_or_exit
+from cnntrain.cli.output import JSON, QUIET, echo_json
 
 
 @main.command(epilog=EXIT_CODES + "\n\n\bExit code 1 also means: a .png was asked for and "
@@ -42,3 +42,49 @@ def draw(config, output, phase, rankdir, overrides, quiet):
     if note and not quiet:
         click.echo(f"note: {note}", err=True)
     click.echo(f"drawing written to {path}")
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("--snapshot", required=True, type=click.Path(dir_okay=False),
+              help="A snapshot written by cnntrain train.")
+@click.argument("image", required=False, type=click.Path(dir_okay=False), metavar="[IMAGE]")
+@click.option("--test-index", type=click.IntRange(min=0),
+              help="Use this image of the snapshot's test set instead of IMAGE.")
+@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False),
+              help="The folder to write the PNG files to.")
+@DATA_DIR
+@QUIET
+@JSON
+def visualize(snapshot, image, test_index, output_dir, data_dir, quiet, as_json):
+    """Write the first convolution's filters and each convolution's activation maps for
+    IMAGE as PNG files: input.png, filters_<layer>.png, activations_<n>_<layer>.png.
+
+    IMAGE is read as cnntrain predict reads it (PNG/JPEG with Pillow, or a .npy
+    array) and gets the snapshot's test transform. The PNG files are written without
+    any optional package.
+
+    \b
+    Examples:
+      cnntrain visualize --snapshot runs/cifar10_quick/snapshots/iter_5000.h5 cat.png -o vis/
+      cnntrain visualize --snapshot SNAP.h5 --test-index 7 -o vis/
+    """
+    from cnntrain.errors import CnnTrainError
+    from cnntrain.tools.visualize import visualize_snapshot
+
+    def run():
+        if (image is None) == (test_index is None):
+            raise CnnTrainError("give an IMAGE or --test-index N (one of them)")
+        return visualize_snapshot(snapshot, image, output_dir, data_dir, test_index,
+                                  notify=lambda m: click.echo(m, err=True))
+
+    done = run_or_exit(run)
+    if as_json:
+        echo_json({"input": done.source, "files": [str(f) for f in done.files],
+                   "top": [{"class": i, "name": n, "probability": p} for i, n, p in done.top]})
+        return
+    if not quiet:
+        guesses = ", ".join(f"{name} {prob:.1%}" for _, name, prob in done.top)
+        click.echo(f"{done.source}: {guesses}")
+        for path in done.files:
+            click.echo(f"  {path}")
+    click.echo(f"{len(done.files)} images written to {output_dir}")

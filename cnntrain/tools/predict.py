@@ -181,7 +181,8 @@ class Predictor:
             return DATASETS[self.dataset][0]
         return tuple(self.input_spec.blocks["input_param"].shape[0][1:])
 
-    def _dataset(self, split: str):
+    def load_split(self, split: str):
+        """The snapshot's dataset split, read from the data folder (never downloaded)."""
         from cnntrain.data.cifar import load_cifar, resolve_data_dir
 
         return load_cifar(self.dataset, split, resolve_data_dir(self.data_dir), download=False,
@@ -200,7 +201,7 @@ class Predictor:
             self._mean = self._stored_mean()
         if self._mean is None:
             try:
-                images = self._dataset("train").images
+                images = self.load_split("train").images
             except DatasetError as err:
                 raise DatasetError(f"the net subtracts the mean image of {self.dataset}'s "
                                    f"training split, and {self.path} does not store it; the "
@@ -227,7 +228,7 @@ class Predictor:
             self._names = []
             if self.dataset is not None:
                 try:
-                    self._names = list(self._dataset("test").label_names)
+                    self._names = list(self.load_split("test").label_names)
                 except DatasetError:
                     self._names = []
         if len(self._names) == count:
@@ -279,28 +280,38 @@ class Predictor:
         last = net.nodes[-1]
         return net.blobs[last.tops[0]], last.layer.type_name == "Softmax"
 
+    def _net_for(self, batch: int):
+        if self._net is None or self._net_batch != batch:
+            self._net, self._net_batch = self._build(batch), batch
+        return self._net
+
+    def _run(self, net, x: np.ndarray) -> np.ndarray:
+        """Forward transformed images (at most the net's batch); their probabilities."""
+        feed = next(node.layer for node in net.nodes if node.layer.type_name == "Input")
+        feed.values[0][...] = 0
+        feed.values[0][:len(x)] = x
+        net.forward()
+        scores, is_prob = self._scores(net)
+        scores = scores.reshape(scores.shape[0], -1)[:len(x)]
+        return scores.astype(np.float64) if is_prob else _softmax(scores)
+
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, classes) probabilities for (N, C, H, W) pixels."""
         x = self.transform(pixels)
         n = len(x)
         if n == 0:
             return np.zeros((0, 0))
-        batch = min(CHUNK, n)
-        if self._net is None or self._net_batch != batch:
-            self._net, self._net_batch = self._build(batch), batch
-        net = self._net
-        feed = net.nodes[0].layer if net.nodes[0].layer.type_name == "Input" else next(
-            node.layer for node in net.nodes if node.layer.type_name == "Input")
-        out = []
-        for start in range(0, n, batch):
-            chunk = x[start:start + batch]
-            feed.values[0][...] = 0
-            feed.values[0][:len(chunk)] = chunk
-            net.forward()
-            scores, is_prob = self._scores(net)
-            scores = scores.reshape(scores.shape[0], -1)[:len(chunk)]
-            out.append(scores.astype(np.float64) if is_prob else _softmax(scores))
-        return np.concatenate(out)
+        net = self._net_for(min(CHUNK, n))
+        return np.concatenate([self._run(net, x[start:start + CHUNK])
+                               for start in range(0, n, self._net_batch)])
+
+    def forward(self, pixels: np.ndarray):
+        """The net after a forward of (N <= 64, C, H, W) pixels, with its blobs kept (for
+        activation maps), and the images' probabilities."""
+        if not 0 < len(pixels) <= CHUNK:
+            raise ValueError(f"forward takes 1 to {CHUNK} images, got {len(pixels)}")
+        net = self._net_for(len(pixels))
+        return net, self._run(net, self.transform(pixels))
 
     def predict(self, paths, top_k: int = 5) -> list[Prediction]:
         channels, height, width = self.image_shape
