@@ -26,13 +26,15 @@ from cnntrain.cli.output import JSON, QUIET, echo_json, print_summary
                    "without reading data or training.")
 @click.option("--plot", is_flag=True,
               help="Redraw runs/<name>/curves.png at each test (needs matplotlib).")
+@click.option("--report", is_flag=True,
+              help="Rewrite runs/<name>/report.html at each test (see cnntrain report).")
 @click.option("--tensorboard", is_flag=True,
               help="Also log to runs/<name>/tensorboard (as logging: {tensorboard: true}; "
                    "needs tensorboardX).")
 @click.option("--no-progress", is_flag=True, help="No progress bar; log lines only.")
 @QUIET
 @JSON
-def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
+def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot, report,
           tensorboard, no_progress, quiet, as_json):
     """Train the net of CONFIG; logs, metrics and snapshots go to runs/<name>/.
 
@@ -46,6 +48,7 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
       cnntrain train configs/cifar10_quick.yaml --dry-run --set solver.base_lr=0.01
       cnntrain train configs/lenet_cifar10.yaml --resume runs/lenet_cifar10/snapshots/iter_2000.h5
       cnntrain train configs/lenet_cifar10.yaml --weights other.h5 --plot
+      cnntrain train configs/cifar10_quick.yaml --report --tensorboard
     """
     from cnntrain.config.overrides import load_experiment_with
 
@@ -65,7 +68,7 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
         say = click.echo
     progress = not (no_progress or quiet or as_json)
     trainer, ev = run_or_exit(_train, exp, data_dir, resume, weights, runs_dir, progress,
-                              _callbacks(exp, runs_dir, plot, tensorboard, say), say)
+                              _callbacks(exp, runs_dir, plot, report, tensorboard, say), say)
     accuracy = ev.accuracy if ev is not None else None
     if as_json:
         echo_json({"run": str(trainer.run.path), "name": exp.name,
@@ -83,7 +86,7 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
                    + (f" ({trainer.run.path})" if quiet else ""))
 
 
-def _callbacks(exp, runs_dir, plot, tensorboard, say) -> list:
+def _callbacks(exp, runs_dir, plot, report, tensorboard, say) -> list:
     """The extras asked for, made before the nets are built: a missing optional
     package (matplotlib, tensorboardX) stops the command here, before any training."""
     def make():
@@ -93,6 +96,10 @@ def _callbacks(exp, runs_dir, plot, tensorboard, say) -> list:
             from cnntrain.tools.plot import training_plot_hook
 
             callbacks.append(OnTest(training_plot_hook(Path(runs_dir) / exp.name, notify=say)))
+        if report:
+            from cnntrain.tools.report import ReportRefresher
+
+            callbacks.append(ReportRefresher(notify=say))
         if tensorboard or exp.logging.tensorboard:
             from cnntrain.tools.tensorboard import TensorBoardLogger
 

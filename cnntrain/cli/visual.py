@@ -1,10 +1,58 @@
-"""draw and visualize: pictures of a net and what it learned."""
+"""report, draw and visualize: pictures of a run, a net and what it learned."""
 from __future__ import annotations
 
 import click
 
 from cnntrain.cli import DATA_DIR, EXIT_CODES, main, run_or_exit
 from cnntrain.cli.output import JSON, QUIET, echo_json
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("run_dir", type=click.Path(), metavar="RUN_DIR")
+@click.option("--snapshot", type=click.Path(dir_okay=False),
+              help="The weights to test and picture [default: the run's newest snapshot].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The HTML file to write [default: RUN_DIR/report.html].")
+@click.option("--iterations", type=click.IntRange(min=1),
+              help="Test batches [default: one pass over the whole test set, as cnntrain test].")
+@DATA_DIR
+@QUIET
+@JSON
+def report(run_dir, snapshot, output, iterations, data_dir, quiet, as_json):
+    """Write one self-contained HTML page about a run: curves, config, the net drawn,
+    its summary, and for a snapshot the test numbers (as cnntrain test prints them),
+    per-class accuracy, the confusion matrix, the most confidently misclassified test
+    images, the first convolution's filters and each convolution's activation maps.
+
+    The page loads nothing from the network: open it from disk in any browser. It
+    needs no optional package. The snapshot is tested on its own test set, so the
+    dataset must be in --data-dir. `cnntrain train --report` keeps the page up to
+    date during training.
+
+    \b
+    Examples:
+      cnntrain report runs/cifar10_quick
+      cnntrain report runs/cifar10_quick --snapshot runs/cifar10_quick/snapshots/iter_4000.h5 -o quick.html
+    """
+    from cnntrain.tools.report import report_run
+
+    say = (lambda line: None) if quiet or as_json else click.echo
+    path, view = run_or_exit(report_run, run_dir, output, snapshot, data_dir, iterations,
+                             notify=lambda m: click.echo(m, err=True))
+    if as_json:
+        ev = view.evaluation if view else None
+        echo_json({"output": str(path), "snapshot": view.source if view else None,
+                   "accuracy": ev.accuracy if ev else None,
+                   "top5": ev.single.top5 if ev and ev.single else None,
+                   "loss": ev.loss if ev else None})
+        return
+    if view is not None:
+        ev = view.evaluation
+        accuracy = f"accuracy {ev.accuracy:.4f}, " if ev.accuracy is not None else ""
+        say(f"tested {view.source}: {accuracy}loss {ev.loss:.4f} ({ev.images} images)")
+    else:
+        say(f"no snapshot in {run_dir} yet: the report shows the curves, config and net")
+    click.echo(f"report written to {path}")
 
 
 @main.command(epilog=EXIT_CODES + "\n\n\bExit code 1 also means: a .png was asked for and "

@@ -47,8 +47,9 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def read_metrics(run_dir: str | Path) -> RunMetrics:
-    """Read ``RUN_DIR/metrics.csv`` (or a metrics.csv path given directly)."""
+def read_metrics(run_dir: str | Path,
+                 columns: tuple[str, ...] = tuple(c for c, _ in PANELS)) -> RunMetrics:
+    """Read ``columns`` of ``RUN_DIR/metrics.csv`` (or a metrics.csv path given directly)."""
     path = Path(run_dir)
     csv_path = path / "metrics.csv" if path.is_dir() else path
     name = path.name if path.is_dir() else path.parent.name
@@ -73,7 +74,7 @@ def read_metrics(run_dir: str | Path) -> RunMetrics:
                         offset = last
                     seconds += offset
                     last = seconds
-                for column, _ in PANELS:
+                for column in columns:
                     value = _number(row.get(column))
                     if value is not None:
                         out.series.setdefault(column, []).append(
