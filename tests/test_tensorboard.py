@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from test_cli_e2e import CONFIG, metrics, write_cifar10_binary
+from test_cli_e2e import CONFIG, metrics, setup  # noqa: F401 - setup is a fixture
 from tool_helpers import run
 
 
@@ -28,14 +28,6 @@ def read_events(folder) -> list[tuple[str, int, float]]:
             for value in event.summary.value:
                 out.append((value.tag, event.step, value.simple_value))
     return out
-
-
-@pytest.fixture
-def setup(tmp_path):
-    data = write_cifar10_binary(tmp_path / "data")
-    config = tmp_path / "tiny.yaml"
-    config.write_text(CONFIG)
-    return tmp_path, data, config
 
 
 def test_scalars_are_the_metrics_rows(setup):
