@@ -84,11 +84,12 @@ def layer_details(spec) -> list[str]:
     return lines
 
 
-def net_graph(exp, phase: str = "TRAIN") -> NetGraph:
-    """The drawing of ``exp``'s net in ``phase``, built without data."""
+def net_graph(exp, phase: str = "TRAIN", summary=None) -> NetGraph:
+    """The drawing of ``exp``'s net in ``phase``, built without data (or from its
+    ``summary`` when the caller has it)."""
     from cnntrain.tools.summary import summarize
 
-    summary = summarize(exp, phase)
+    summary = summary or summarize(exp, phase)
     specs = {s.name: s for s in exp.net.layers if s.in_phase(phase)}
     layers = []
     for row in summary.rows:

@@ -325,18 +325,19 @@ def _pictures_section(view: WeightsView | None) -> str:
     return "".join(parts)
 
 
-def _net_section(run: RunView) -> str:
+def net_section(exp) -> str:
+    """The net drawn and its summary table (the same during a whole run)."""
     from cnntrain.tools.netgraph import net_graph, to_svg
     from cnntrain.tools.summary import SUMMARY_HEAD, summarize, summary_cells, summary_totals
 
-    summary = summarize(run.exp, "TRAIN")
+    summary = summarize(exp, "TRAIN")
     head = "".join(f"<th>{escape(h)}</th>" for h in SUMMARY_HEAD)
     body = "".join("<tr>" + "".join(f"<td{' class=n' if i >= 3 else ''}>{escape(c)}</td>"
                                     for i, c in enumerate(cells)) + "</tr>"
                    for cells in summary_cells(summary))
     totals = "".join(f"<p class='muted'>{escape(line)}</p>" for line in summary_totals(summary))
     return ('<section id="net"><h2>The net</h2><div class="row">'
-            f'<div class="netgraph-box">{to_svg(net_graph(run.exp, "TRAIN"))}</div>'
+            f'<div class="netgraph-box">{to_svg(net_graph(exp, "TRAIN", summary))}</div>'
             f'<div><h3>{escape(summary.name)} ({summary.phase} net, batch {summary.batch})</h3>'
             f'<table class="summary"><tr>{head}</tr>{body}</table>{totals}</div>'
             "</div></section>")
@@ -365,8 +366,9 @@ def _data(run: RunView, view: WeightsView | None) -> dict:
     return doc
 
 
-def render(run: RunView, view: WeightsView | None, note: str = "") -> str:
-    """The whole page as text."""
+def render(run: RunView, view: WeightsView | None, note: str = "",
+           net_html: str | None = None) -> str:
+    """The whole page as text (``net_html``: :func:`net_section`, if made already)."""
     exp = run.exp
     cards = []
     if view is not None:
@@ -407,7 +409,7 @@ def render(run: RunView, view: WeightsView | None, note: str = "") -> str:
 {_curves(run)}
 {_evaluation_section(view, note)}
 {_pictures_section(view)}
-{_net_section(run)}
+{net_html or net_section(exp)}
 <section id="config"><h2>Config as trained</h2><pre>{escape(run.config_text)}</pre></section>
 <section id="log"><details><summary><b>train.log</b> (last {LOG_LINES} lines)</summary>
 <pre>{log}</pre></details></section>
@@ -477,10 +479,13 @@ class ReportRefresher(Callback):
         self.failed = False
         self.trainer = None
         self.view: WeightsView | None = None   # of the last test
+        self.net_html: str | None = None
 
     def _write(self, trainer, view: WeightsView | None, live: bool) -> None:
         path = self.path or trainer.run.path / "report.html"
         try:
+            if self.net_html is None:
+                self.net_html = net_section(trainer.exp)
             run = view_run(trainer.run.path, trainer.exp, trainer.exp.text)
             if live:
                 run.status, run.live = f"training (iteration {trainer.solver.iter})", True
@@ -488,7 +493,10 @@ class ReportRefresher(Callback):
                 run.status = trainer.stop_reason or (
                     "finished" if trainer.solver.iter >= trainer.s.max_iter
                     else f"stopped at iteration {trainer.solver.iter} (see train.log)")
-            write_report(path, render(run, view, "no test yet"))
+            note = ("no test yet" if trainer.has_test else "this run does not test "
+                    "(no test_interval or no TEST data layer); cnntrain report RUN_DIR tests "
+                    "a snapshot")
+            write_report(path, render(run, view, note, self.net_html))
         except Exception as err:  # noqa: BLE001 - a report must never stop training
             if not self.failed:
                 self.notify(f"warning: could not write {path}: {err}")
