@@ -247,7 +247,8 @@ def _curves(run: RunView) -> str:
         log_y = bool(positive) and max(positive) / min(positive) > 10
         charts.append(line_chart([Series("learning rate", lr, "#9467bd")],
                                  title="learning rate" + (" (log scale)" if log_y else ""),
-                                 xlabel=xlabel, log_y=log_y))
+                                 xlabel=xlabel, log_y=log_y,
+                                 y_range=(None, None) if log_y else (0, None)))
     return '<section id="curves"><h2>Training curves</h2><div class="charts">' + \
         "".join(charts) + "</div></section>"
 
