@@ -55,8 +55,8 @@ def test_report_numbers_are_cnntrain_tests(trained):
         assert got["source"] == want["snapshot"]
         assert got["images"] == want["images"] == 25
         assert got["loss"] == want["loss"] and got["outputs"] == want["outputs"]
-        assert got["top1"] == want["single_view"]["top1"]
-        assert got["top5"] == want["single_view"]["top5"]
+        assert got["single_view"] == {k: want["single_view"][k] for k in ("top1", "top5")}
+        assert got["tta"] is None and got["tta_views"] is None
         assert got["per_class"] == want["per_class"]
         assert np.asarray(got["confusion"]).sum() == 25
         # the same numbers printed on the page, as cnntrain test prints them
@@ -64,6 +64,37 @@ def test_report_numbers_are_cnntrain_tests(trained):
         assert f"<th>accuracy</th><td class='n'>{want['outputs']['accuracy']:.4f}</td>" in html
         assert f"<th>top-5 accuracy</th><td class='n'>{want['single_view']['top5']:.4f}</td>" \
             in html
+
+
+def test_report_tests_with_the_views_cnntrain_test_uses(trained, tmp_path):
+    """A config that declares test views: the report averages them as cnntrain test does
+    (and --tta none gives one view, as there)."""
+    tmp, data, _, run_dir = trained
+    declared = tmp_path / "declared"
+    declared.mkdir()
+    config = tmp / "views.yaml"
+    config.write_text(CONFIG.replace("transform_param: {mean_image: true, scale: 0.01}",
+                                     "transform_param: {mean_image: true, scale: 0.01, "
+                                     "test_views: flip}"))
+    assert run("train", config, "--data-dir", data, "--runs-dir", declared,
+               "--no-progress").exit_code == 0
+    views_run = declared / "tiny"
+    snap = views_run / "snapshots" / "iter_12.h5"
+    for extra in ([], ["--tta", "none"]):
+        out = tmp_path / f"views{len(extra)}.html"
+        result = run("report", views_run, "--data-dir", data, "-o", out, *extra)
+        assert result.exit_code == 0, result.output
+        want = json.loads(run("test", "--snapshot", snap, "--data-dir", data, "--json",
+                              *extra).stdout)
+        got = page_data(out.read_text())["weights"]
+        assert got["tta"] == want["tta"] == (None if extra else "flip")
+        assert got["single_view"] == {k: want["single_view"][k] for k in ("top1", "top5")}
+        if not extra:
+            assert got["tta_views"] == {k: want["tta_views"][k] for k in ("top1", "top5")}
+            html = out.read_text()
+            assert "top-1 accuracy (flip, 2 views)" in html
+            assert "Per-class accuracy (worst first, flip, 2 views)" in html
+        assert got["per_class"] == want["per_class"]
 
 
 def test_report_shows_curves_confusion_mistakes_filters_and_activations(trained):

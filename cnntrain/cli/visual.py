@@ -15,10 +15,12 @@ from cnntrain.cli.output import JSON, QUIET, echo_json
               help="The HTML file to write [default: RUN_DIR/report.html].")
 @click.option("--iterations", type=click.IntRange(min=1),
               help="Test batches [default: one pass over the whole test set, as cnntrain test].")
+@click.option("--tta", type=click.Choice(["none", "flip", "flip+shift"]),
+              help="Test-time views, as in cnntrain test [default: those the config declares].")
 @DATA_DIR
 @QUIET
 @JSON
-def report(run_dir, snapshot, output, iterations, data_dir, quiet, as_json):
+def report(run_dir, snapshot, output, iterations, tta, data_dir, quiet, as_json):
     """Write one self-contained HTML page about a run: curves, config, the net drawn,
     its summary, and for a snapshot the test numbers (as cnntrain test prints them),
     per-class accuracy, the confusion matrix, the most confidently misclassified test
@@ -37,13 +39,14 @@ def report(run_dir, snapshot, output, iterations, data_dir, quiet, as_json):
     from cnntrain.tools.report import report_run
 
     say = (lambda line: None) if quiet or as_json else click.echo
-    path, view = run_or_exit(report_run, run_dir, output, snapshot, data_dir, iterations,
+    path, view = run_or_exit(report_run, run_dir, output, snapshot, data_dir, iterations, tta,
                              notify=lambda m: click.echo(m, err=True))
     if as_json:
         ev = view.evaluation if view else None
+        best = ev.best if ev else None
         echo_json({"output": str(path), "snapshot": view.source if view else None,
-                   "accuracy": ev.accuracy if ev else None,
-                   "top5": ev.single.top5 if ev and ev.single else None,
+                   "accuracy": ev.accuracy if ev else None, "tta": ev.tta_name if ev else None,
+                   "top1": best.top1 if best else None, "top5": best.top5 if best else None,
                    "loss": ev.loss if ev else None})
         return
     if view is not None:

@@ -253,6 +253,11 @@ def _curves(run: RunView) -> str:
         "".join(charts) + "</div></section>"
 
 
+def _views(ev) -> str:
+    """"flip, 2 views" when the scores average test-time views, else ""."""
+    return f"{ev.tta_name}, {ev.tta_views} views" if ev.tta_name else ""
+
+
 def _test_numbers(view: WeightsView) -> list[tuple[str, str]]:
     """The lines of ``cnntrain test``, as (label, value)."""
     ev = view.evaluation
@@ -260,12 +265,14 @@ def _test_numbers(view: WeightsView) -> list[tuple[str, str]]:
     if "loss" not in ev.outputs:
         rows.append(("loss", f"{ev.loss:.4f}"))
     rows += [(name, f"{value:.4f}") for name, value in ev.outputs.items()]
-    if ev.single is not None:
-        rows.append(("top-1 accuracy", f"{ev.single.top1:.4f}"))
-        rows.append((f"top-{ev.single.k5} accuracy", f"{ev.single.top5:.4f}"))
-        sup = ev.superclass_accuracy(ev.single.confusion)
+    for label, scores in (("", ev.single), (f" ({_views(ev)})", ev.tta)):
+        if scores is None:
+            continue
+        rows.append((f"top-1 accuracy{label}", f"{scores.top1:.4f}"))
+        rows.append((f"top-{scores.k5} accuracy{label}", f"{scores.top5:.4f}"))
+        sup = ev.superclass_accuracy(scores.confusion)
         if sup is not None:
-            rows.append(("superclass accuracy", f"{sup:.4f}"))
+            rows.append((f"superclass accuracy{label}", f"{sup:.4f}"))
     return rows
 
 
@@ -278,19 +285,21 @@ def _evaluation_section(view: WeightsView | None, note: str) -> str:
     parts = [f'<section id="evaluation"><h2>Test set: {escape(view.source)}</h2>',
              '<div class="row"><div><h3>As <code>cnntrain test</code> reports it</h3>'
              f'<table class="numbers">{numbers}</table></div>']
-    scores = ev.single
+    scores = ev.best          # as cnntrain test: the averaged views where there are some
+    views = f", {_views(ev)}" if ev.tta else ""
     if scores is not None:
         rows = ev.per_class(scores.confusion, view.class_names)
         body = "".join(
             f"<tr><td>{escape(name)}</td><td class='n'>{acc:.4f}</td>"
             f"<td><span class='bar' style='width:{acc * 120:.0f}px'></span></td>"
             f"<td class='n'>{count:,}</td></tr>" for name, acc, count in rows)
-        parts.append('<div><h3>Per-class accuracy (worst first)</h3><table class="per-class">'
+        parts.append(f'<div><h3>Per-class accuracy (worst first{views})</h3>'
+                     '<table class="per-class">'
                      '<tr><th>class</th><th>accuracy</th><th></th><th>images</th></tr>'
                      f"{body}</table></div>")
         parts.append('<div class="confusion">' + heatmap(
             scores.confusion, view.class_names,
-            title=f"confusion matrix ({ev.images:,} images)") + "</div>")
+            title=f"confusion matrix ({ev.images:,} images{views})") + "</div>")
     parts.append("</div>")
     if view.misclassified:
         figures = "".join(
@@ -298,8 +307,9 @@ def _evaluation_section(view: WeightsView | None, note: str) -> str:
             f'#{m.index}: <b>{escape(m.true)}</b><br><span class="wrong">predicted '
             f"{escape(m.predicted)} ({m.confidence:.0%})</span></figcaption></figure>"
             for m in view.misclassified)
+        single = " (one view each)" if ev.tta else ""
         parts.append(f"<h3>The {len(view.misclassified)} most confidently misclassified test "
-                     f'images</h3><div class="gallery">{figures}</div>')
+                     f'images{single}</h3><div class="gallery">{figures}</div>')
     parts.append("</section>")
     return "".join(parts)
 
@@ -351,12 +361,15 @@ def _data(run: RunView, view: WeightsView | None) -> dict:
                       for c in CURVE_COLUMNS}}
     if view is not None:
         ev = view.evaluation
-        scores = ev.single
+        scores = ev.best
+
+        def tops(sc):
+            return None if sc is None else {"top1": sc.top1, f"top{sc.k5}": sc.top5}
+
         doc["weights"] = {
             "source": view.source, "iteration": view.iteration, "images": ev.images,
-            "loss": ev.loss, "outputs": ev.outputs,
-            "top1": scores.top1 if scores else None, "top5": scores.top5 if scores else None,
-            "k5": scores.k5 if scores else None,
+            "loss": ev.loss, "outputs": ev.outputs, "single_view": tops(ev.single),
+            "tta": ev.tta_name, "tta_views": tops(ev.tta),
             "per_class": [{"class": n, "accuracy": a, "images": c}
                           for n, a, c in ev.per_class(scores.confusion if scores else None,
                                                       view.class_names)],
@@ -376,8 +389,12 @@ def render(run: RunView, view: WeightsView | None, note: str = "",
         ev = view.evaluation
         if ev.accuracy is not None:
             cards.append(_card(f"{ev.accuracy:.2%}", "test accuracy"))
-        if ev.single is not None:
-            cards.append(_card(f"{ev.single.top5:.2%}", f"top-{ev.single.k5} accuracy"))
+        if ev.tta is not None:
+            cards.append(_card(f"{ev.tta.top1:.2%}", f"accuracy ({_views(ev)})"))
+        best = ev.best
+        if best is not None:
+            views = f" ({_views(ev)})" if ev.tta else ""
+            cards.append(_card(f"{best.top5:.2%}", f"top-{best.k5} accuracy{views}"))
         cards.append(_card(f"{ev.loss:.4f}", "test loss"))
     metrics = run.metrics
     last_iter = max((p[0] for c in CURVE_COLUMNS for p in metrics.points(c)), default=0) \
@@ -443,12 +460,11 @@ def newest_snapshot(run_dir: Path) -> Path | None:
 
 def report_run(run_dir: str | Path, output: str | Path | None = None,
                snapshot: str | Path | None = None, data_dir: str | None = None,
-               iterations: int | None = None,
+               iterations: int | None = None, tta: str | None = None,
                notify: Callable[[str], None] = print) -> tuple[Path, WeightsView | None]:
     """``cnntrain report``: the page of a run folder and one snapshot (default: the
-    newest), tested as ``cnntrain test`` tests it."""
-    from cnntrain.evaluate import evaluate
-    from cnntrain.trainer import load_test_net
+    newest), tested as ``cnntrain test`` tests it (``tta`` as there)."""
+    from cnntrain.trainer import evaluate_snapshot_net, load_test_net
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -460,7 +476,7 @@ def report_run(run_dir: str | Path, output: str | Path | None = None,
     view, note = None, "no snapshot yet: the test-set section appears once one is written"
     if snapshot is not None:
         snap, _, net = load_test_net(snapshot, data_dir, notify)
-        ev = evaluate(net, iterations)
+        ev = evaluate_snapshot_net(net, iterations, tta)
         source = str(snapshot)
         view = view_weights(net, ev, source, snap.iteration)
     output = Path(output) if output else run_dir / "report.html"
