@@ -62,8 +62,8 @@ def test_nan_in_an_input_batch_stops_and_the_last_good_snapshot_resumes_exactly(
 
     real, calls = Transformer.__call__, []
 
-    def corrupt(self, images, rng):
-        out = real(self, images, rng)
+    def corrupt(self, images, rng, *where):
+        out = real(self, images, rng, *where)
         if self.train:
             calls.append(1)
             if len(calls) == 6:          # one pixel of one training batch is NaN

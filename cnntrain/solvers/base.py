@@ -109,9 +109,10 @@ class Solver:
             decay = s.lookahead_decay * (min(self.iter, s.max_iter) / s.max_iter) \
                 ** s.lookahead_decay_power
             for p, bufs in zip(self.params, self.history):
+                # slow + (1 - d)(w - slow), torch's lerp: exactly slow where w == slow
+                # (a frozen parameter stays put, bit for bit).
                 slow = bufs[-1]
-                slow *= decay
-                slow += (1.0 - decay) * p.data
+                slow += (1.0 - decay) * (p.data - slow)
         for p, bufs in zip(self.params, self.history):
             p.data[...] = bufs[-1]
 
