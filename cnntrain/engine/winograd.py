@@ -15,14 +15,16 @@ kernels). That is the GEMM work; the transforms around it are small fixed matric
 
 Each 2-D transform is one matrix product on flattened tiles: for row-major
 flattening, vec(P X Q) = (P ⊗ Qᵀ) vec(X), so ``Bᵀ d B`` is ``kron(Bᵀ, Bᵀ) @ vec(d)``.
-Tiles are laid out channel-major, (t², C, tiles), as Caffe lays out its columns: the
-transforms are then single GEMMs over every tile and channel at once, the middle
-products a batched GEMM over ξ, ``M[ξ] = Uᵀ[ξ] @ V[ξ]``, (Cout, C) x (C, tiles), and
-moving tiles to and from NCHW copies runs of whole tile rows.
+The transforms are then single GEMMs over every tile and channel at once, and the
+middle products a batched GEMM over ξ, ``M[ξ] = Uᵀ[ξ] @ V[ξ]ᵀ``, (Cout, C) x (C, tiles).
+Input tiles are gathered from a channel-last copy of the input, (t², tiles, C), so each
+copy moves whole runs of C channels (in NCHW the runs would be a tile's 4 pixels); the
+products come out channel-major, (t², Cout, tiles), so that blocks go back into NCHW
+a whole block row at a time.
 
 The backward passes follow from the forward by the chain rule, on the same tiles:
 ``dM = kron(A, A) @ dY`` (the output transform's transpose), then
-``dUᵀ[ξ] = dM[ξ] @ V[ξ]ᵀ`` and ``dV[ξ] = U[ξ] @ dM[ξ]``; the kernel gradient is
+``dUᵀ[ξ] = dM[ξ] @ V[ξ]`` and ``dV[ξ] = dM[ξ]ᵀ @ Uᵀ[ξ]``; the kernel gradient is
 ``Gᵀ dU G`` and the input gradient is ``B dV Bᵀ`` added back onto the overlapping
 tiles (the overlap-add is col2im's counterpart). This is the full convolution with
 the rotated kernel of the textbook, computed on Winograd tiles.
@@ -40,7 +42,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnntrain.engine.accounting import accounted, gemm
-from cnntrain.engine.parallel import MIN_SPLIT_MACS, copy_over_batch, over_items
+from cnntrain.engine.im2col import pad_to_nhwc
+from cnntrain.engine.parallel import MIN_SPLIT_MACS, over_items
 
 # Bᵀ, G, Aᵀ for F(2, 3) (points 0, ±1, ∞) and F(4, 3) (points 0, ±1, ±2, ∞).
 _MATRICES = {
@@ -134,17 +137,17 @@ def tiling(ho: int, wo: int, m: int) -> Tiling:
 
 
 def _tile_view(xp: np.ndarray, tl: Tiling) -> np.ndarray:
-    """(t, t, C, n, th, tw) view of the overlapping input tiles of padded NCHW ``xp``."""
-    s_n, s_c, s_h, s_w = xp.strides
-    n, c = xp.shape[:2]
+    """(t, t, n, th, tw, C) view of the overlapping input tiles of padded NHWC ``xp``."""
+    s_n, s_h, s_w, s_c = xp.strides
+    n, c = xp.shape[0], xp.shape[3]
     t = tl.m + 2
-    return as_strided(xp, (t, t, c, n, tl.th, tl.tw),
-                      (s_h, s_w, s_c, s_n, s_h * tl.m, s_w * tl.m), writeable=False)
+    return as_strided(xp, (t, t, n, tl.th, tl.tw, c),
+                      (s_h, s_w, s_n, s_h * tl.m, s_w * tl.m, s_c), writeable=False)
 
 
 @accounted("im2col")
 def gather_tiles(xp: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
-    """The input tiles of padded NCHW ``xp`` (n, C, rows, cols) into ``out`` (t², C, n*th*tw)."""
+    """The input tiles of padded NHWC ``xp`` (n, rows, cols, C) into ``out`` (t², n*th*tw, C)."""
     view = _tile_view(xp, tl)
     np.copyto(out.reshape(view.shape), view)
     return out
@@ -152,14 +155,13 @@ def gather_tiles(xp: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
 
 @accounted("im2col")
 def scatter_tiles(tiles: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
-    """Add tiles (t², C, n*th*tw) onto padded NCHW ``out`` (n, C, rows, cols), which
+    """Add tiles (t², n*th*tw, C) onto padded NHWC ``out`` (n, rows, cols, C), which
     must start zeroed: ``gather_tiles``' adjoint (tiles overlap by two pixels)."""
-    n, c, m, t = out.shape[0], out.shape[1], tl.m, tl.m + 2
-    parts = tiles.reshape(t, t, c, n, tl.th, tl.tw)
+    n, c, m, t = out.shape[0], out.shape[3], tl.m, tl.m + 2
+    parts = tiles.reshape(t, t, n, tl.th, tl.tw, c)
     for i in range(t):
         for j in range(t):
-            out[:, :, i:i + m * (tl.th - 1) + 1:m, j:j + m * (tl.tw - 1) + 1:m] += \
-                parts[i, j].transpose(1, 0, 2, 3)
+            out[:, i:i + m * (tl.th - 1) + 1:m, j:j + m * (tl.tw - 1) + 1:m] += parts[i, j]
     return out
 
 
@@ -220,39 +222,36 @@ class WinogradConvolution:
         count = min(n, count + count % 2)        # even: two workers get equal shares
         return [n * i // count for i in range(count + 1)]
 
-    def _padded(self, name: str, n: int, c: int, dtype) -> np.ndarray:
-        return self.ws.get(name, (n, c, self.tl.rows, self.tl.cols), dtype, zero=True)
-
     def _transformed_tiles(self, xp: np.ndarray, a: int, m: int, worker: int) -> np.ndarray:
-        """V (t², C, tiles) of images a..a+m."""
+        """V (t², tiles, C) of images a..a+m of padded NHWC ``xp``."""
         t2, p = self.tr.t ** 2, self.tl.tiles(m)
         d = gather_tiles(xp[a:a + m], self.tl,
-                         self.ws.get(f"wino_d{worker}", (t2, self.c, p), xp.dtype))
-        v = self.ws.get(f"wino_v{worker}", (t2, self.c, p), xp.dtype)
+                         self.ws.get(f"wino_d{worker}", (t2, p, self.c), xp.dtype))
+        v = self.ws.get(f"wino_v{worker}", (t2, p, self.c), xp.dtype)
         gemm(self.tr.input, d.reshape(t2, -1), out=v.reshape(t2, -1))
         return v
 
     def forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                 out: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        t2, m2 = self.tr.t ** 2, self.tr.m ** 2
+        t2, m2, tl = self.tr.t ** 2, self.tr.m ** 2, self.tl
         # The border (padding, and the last tiles' overhang) is zero from the start
         # and never written.
-        self.xp = xp = self._padded("wino_xp", n, self.c, x.dtype)
-        copy_over_batch(xp[:, :, self.ph:self.ph + self.h, self.pw:self.pw + self.w], x)
+        self.xp = xp = pad_to_nhwc(x, self.ph, self.pw, self.ws.get(
+            "wino_xp", (n, tl.rows, tl.cols, self.c), x.dtype, zero=True))
         self.ut = ut = transform_kernels(
             weight, self.tr, self.ws.get("wino_u", (t2, self.cout, self.c), x.dtype))
         chunks = self._chunks(n)
 
         def chunk(i: int, worker: int) -> None:
             a, m = chunks[i], chunks[i + 1] - chunks[i]
-            p = self.tl.tiles(m)
+            p = tl.tiles(m)
             v = self._transformed_tiles(xp, a, m, worker)
             prod = self.ws.get(f"wino_m{worker}", (t2, self.cout, p), x.dtype)
-            gemm(ut, v, out=prod)
+            gemm(ut, v.transpose(0, 2, 1), out=prod)
             y = self.ws.get(f"wino_y{worker}", (m2, self.cout, p), x.dtype)
             gemm(self.tr.output, prod.reshape(t2, -1), out=y.reshape(m2, -1))
-            blocks_to_nchw(y, self.tl, out[a:a + m], bias)
+            blocks_to_nchw(y, tl, out[a:a + m], bias)
         over_items(len(chunks) - 1, chunk, self._macs(n), min_elements=MIN_SPLIT_MACS)
         return out
 
@@ -292,17 +291,18 @@ class WinogradConvolution:
                                  self.ws.get(f"wino_dy{worker}", (m2, self.cout, p), dy.dtype))
             dm = self.ws.get(f"wino_dm{worker}", (t2, self.cout, p), dy.dtype)
             gemm(self.tr.output.T, dyb.reshape(m2, -1), out=dm.reshape(t2, -1))
-            gemm(dm, v.transpose(0, 2, 1), out=du)
+            gemm(dm, v, out=du)
             if dx is None:
                 return
-            dv = self.ws.get(f"wino_dv{worker}", (t2, self.c, p), dy.dtype)
-            gemm(ut.transpose(0, 2, 1), dm, out=dv)
-            dd = self.ws.get(f"wino_dd{worker}", (t2, self.c, p), dy.dtype)
+            dv = self.ws.get(f"wino_dv{worker}", (t2, p, self.c), dy.dtype)
+            gemm(dm.transpose(0, 2, 1), ut, out=dv)
+            dd = self.ws.get(f"wino_dd{worker}", (t2, p, self.c), dy.dtype)
             gemm(self.tr.input.T, dv.reshape(t2, -1), out=dd.reshape(t2, -1))
-            dxp = self.ws.get(f"wino_dxp{worker}", (m, self.c, tl.rows, tl.cols), dy.dtype)
+            dxp = self.ws.get(f"wino_dxp{worker}", (m, tl.rows, tl.cols, self.c), dy.dtype)
             dxp.fill(0)
             scatter_tiles(dd, tl, dxp)
-            np.copyto(dx[a:a + m], dxp[:, :, self.ph:self.ph + self.h, self.pw:self.pw + self.w])
+            np.copyto(dx[a:a + m], dxp[:, self.ph:self.ph + self.h, self.pw:self.pw + self.w]
+                      .transpose(0, 3, 1, 2))
         over_items(runs, run, 3 * self._macs(n), min_elements=MIN_SPLIT_MACS)
         dweight += kernel_gradient(du_parts.sum(axis=0), self.tr)
 
@@ -316,9 +316,11 @@ def winograd_applies(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, group
 
 
 # Below this many input or output channels the transforms cost more than the
-# multiplies they save (the GEMMs' depth is C, not 9C as in im2col's; see
-# bench/RESULTS.md for the measurements behind the threshold).
-MIN_CHANNELS = 64
+# multiplies they save (the GEMMs' depth is C, not 9C as im2col's). Measured on 2
+# threads (fwd + bwd, AMD EPYC Zen 2, bench/RESULTS.md): 16 -> 16 channels at
+# 32x32 0.85x im2col's speed, 32 -> 32 at 16x16 1.0x, 24 -> 64 at 31x31 1.16x,
+# 64 -> 64 at 15x15 1.2x, 256 -> 256 at 7x7 1.47x, 64 -> 256 at 15x15 1.47x.
+MIN_CHANNELS = 24
 
 
 def winograd_pays(c: int, cout: int) -> bool:
