@@ -237,6 +237,8 @@ class Net:
             if block is None or block.weight_filler["type"] not in DATA_FILLERS:
                 continue
             source = producer[node.bottoms[0]].layer
+            if not hasattr(source, "images"):
+                continue          # an Input layer standing in for the data: no images
             layer, filler = node.layer, block.weight_filler
             images = source.images.images[:filler["images"]]
             moment = patch_second_moment(images, source.transform.normalize,

@@ -290,8 +290,11 @@ def _check_data_fillers(spec: LayerSpec, producer: dict[str, LayerSpec]) -> None
             if (block_name, key) != ("convolution_param", "weight_filler"):
                 raise spec.error(f"the {value['type']} filler fills only a Convolution's "
                                  "weight_filler", field)
+            # An Input layer stands in for the Data layer where nets are built without
+            # data (dry-run, time, benchmarks); the layer then keeps its stand-in draw.
             source = producer.get(spec.bottom[0]) if spec.bottom else None
-            if source is None or source.type != "Data" or source.top[0] != spec.bottom[0]:
+            if source is None or source.type not in ("Data", "Input") \
+                    or source.top[0] != spec.bottom[0]:
                 raise spec.error(f"the {value['type']} filler needs the layer's bottom to be "
                                  "the images of a TRAIN Data layer (its first top)", field)
 
