@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from cnntrain.data.transforms import shifted_view
 from cnntrain.errors import CnnTrainError
 from cnntrain.layers.loss import label_rank
 from cnntrain.net import Net
+
+if TYPE_CHECKING:
+    from cnntrain.distributed import Communicator
 
 def tta_views(name: str, shift: int = 2) -> tuple[tuple[bool, int, int], ...]:
     """The views of each test image for test-time augmentation, as (mirror, dy, dx):
@@ -188,13 +192,18 @@ class _Tally:
         return Scores(self.hits1 / n, self.hitsk / n, self.k, self.confusion)
 
 
-def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) -> Evaluation:
+def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
+             comm: "Communicator | None" = None) -> Evaluation:
     """Forward ``iterations`` batches, or exactly one pass over the test data if None.
 
     With ``tta`` ("flip" or "flip+shift"), each batch is also run through the net in
     the other views of :func:`tta_views` (shifted by the Data layer's ``test_shift``,
     the border filled as its ``pad_mode`` says) and the softmax of the scores is
     averaged.
+
+    With ``comm`` (several MPI processes) rank r tests batches r, r + N, ... and the
+    counts are summed over the ranks: every rank gets the result of the whole test
+    (without per-image predictions).
     """
     data_layers = net.data_layers()
     views: tuple[tuple[bool, int, int], ...] = ()
@@ -216,7 +225,11 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) ->
     sums: dict[str, float] = {}
     loss_sum, images = 0.0, 0
     single = averaged = None
-    for _ in range(iterations):
+    for i in range(iterations):
+        if comm is not None and i % comm.size != comm.rank:
+            for layer in data_layers:      # another rank tests this batch
+                layer.sampler.next()
+            continue
         loss = net.forward()
         batch = next(iter(net.blobs.values())).shape[0] if net.blobs else 1
         images += batch
@@ -247,6 +260,9 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) ->
             if averaged is None:
                 averaged = _Tally(rows.shape[1])
             averaged.add(probs / len(views), labels, ignore)
+    if comm is not None:
+        loss_sum, images, single, averaged = _sum_over_ranks(
+            comm, net, scored, loss_sum, images, sums, single, averaged, tta is not None)
     outputs = {k: v / max(images, 1) for k, v in sums.items()}
     names, mapping, coarse = [], None, []
     if data_layers and hasattr(data_layers[0], "images"):
@@ -259,7 +275,44 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None) ->
     return Evaluation(outputs, loss_sum / max(images, 1), images, acc_blob, confusion, names,
                       single_scores, averaged.scores() if averaged is not None else None,
                       tta, len(views) or 1, mapping if coarse else None, coarse,
-                      single.predictions() if single is not None else None)
+                      single.predictions() if single is not None and comm is None else None)
+
+
+def _sum_over_ranks(comm: "Communicator", net: Net, scored, loss_sum: float, images: int,
+                    sums: dict[str, float], single: "_Tally | None",
+                    averaged: "_Tally | None", with_tta: bool):
+    """Add up the sums and tallies of all ranks in one float64 buffer. Its layout comes
+    from the net, not from what this rank ran, so a rank that tested no batch still
+    sends zeros of the right shape; ``sums`` is completed in place."""
+    for name, blob in net.output_ids.items():
+        if net.shapes[blob] == ():
+            sums.setdefault(name, 0.0)
+    names = sorted(sums)
+    tallies = []
+    if scored is not None:
+        classes = net.shapes[scored.bottoms[0]][scored.layer.axis]
+        single = single or _Tally(classes)
+        tallies.append(single)
+        if with_tta:
+            averaged = averaged or _Tally(classes)
+            tallies.append(averaged)
+    parts = [np.array([loss_sum, images] + [sums[n] for n in names], np.float64)]
+    for tally in tallies:
+        parts.append(np.array([tally.hits1, tally.hitsk, tally.count], np.float64))
+        parts.append(tally.confusion.reshape(-1).astype(np.float64))
+    buf = np.concatenate(parts)
+    comm.sum_in_place(buf, "the test reduction")
+    loss_sum, images = float(buf[0]), int(buf[1])
+    for i, name in enumerate(names):
+        sums[name] = float(buf[2 + i])
+    offset = 2 + len(names)
+    for tally in tallies:
+        tally.hits1, tally.hitsk, tally.count = (int(v) for v in buf[offset:offset + 3])
+        size = tally.confusion.size
+        tally.confusion = buf[offset + 3:offset + 3 + size].astype(np.int64).reshape(
+            tally.confusion.shape)
+        offset += 3 + size
+    return loss_sum, images, single, averaged
 
 
 # ---------------------------------------------------------------- confusion files

@@ -12,6 +12,7 @@ import numpy as np
 
 from cnntrain.callbacks import Callback, EarlyStop
 from cnntrain.config.specs import ExperimentSpec
+from cnntrain.distributed import Communicator, FollowerRunDir, GradientAllreduce, Shard
 from cnntrain.errors import SnapshotError, TrainingError
 from cnntrain.evaluate import Evaluation, evaluate
 from cnntrain.layers import BuildContext
@@ -23,11 +24,12 @@ from cnntrain.solvers import make_solver
 
 
 def build_for(exp: ExperimentSpec, data_dir: str | None, notify: Callable[[str], None],
-              dtype=np.float32) -> tuple[Net, Net, RngStreams]:
-    """The TRAIN and TEST nets of an experiment and the random streams they draw from."""
+              dtype=np.float32, shard: Shard | None = None) -> tuple[Net, Net, RngStreams]:
+    """The TRAIN and TEST nets of an experiment and the random streams they draw from
+    (``shard``: this MPI process's rows of each TRAIN batch)."""
     rngs = RngStreams(exp.solver.random_seed)
     ctx = BuildContext(rngs=rngs, dtype=dtype, data_dir=None if data_dir is None else Path(data_dir),
-                       notify=notify)
+                       notify=notify, shard=shard)
     train, test = build_nets(exp.net, ctx)
     return train, test, rngs
 
@@ -58,11 +60,15 @@ class _StopRequest:
 
 
 class Trainer:
-    """Trains one experiment into ``runs_root/<name>/``."""
+    """Trains one experiment into ``runs_root/<name>/``.
+
+    With ``comm`` (several MPI processes, see ``cnntrain.distributed``) each process
+    runs its shard of every batch and the gradients are averaged over all of them;
+    rank 0 alone writes the run folder."""
 
     def __init__(self, exp: ExperimentSpec, *, runs_root: Path, data_dir: str | None = None,
                  notify: Callable[[str], None] = print, progress: bool = True,
-                 callbacks: Sequence[Callback] = ()):
+                 callbacks: Sequence[Callback] = (), comm: Communicator | None = None):
         self.exp, self.s = exp, exp.solver
         self.notify, self.progress = notify, progress
         # Called at each metrics row and test (curves, report, TensorBoard, early stop).
@@ -70,12 +76,24 @@ class Trainer:
         if self.s.early_stop is not None:
             self.callbacks.append(EarlyStop.from_config(self.s.early_stop))
         self.stop_reason: str | None = None
-        self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify)
+        self.comm = comm
+        self._stop_request: _StopRequest | None = None
+        if comm is None:
+            self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify)
+        else:
+            with comm.root_first():    # rank 0 fetches a missing dataset once
+                self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify,
+                                                                     shard=comm.shard)
         for name in self.train_net.init_from_data():
             notify(f"layer '{name}': weights filled from the training images (whitening)")
         self.solver = make_solver(self.s.values, self.train_net.params)
         self.freeze_points = self.train_net.freeze_points()
         self.run = RunDir(runs_root, exp.name)
+        self.allreduce: GradientAllreduce | None = None
+        if comm is not None:
+            self.allreduce = GradientAllreduce(comm, self.train_net.params)
+            if not comm.is_root:
+                self.run = FollowerRunDir(self.run)
         self.has_test = bool(self.test_net.data_layers()) and self.s.test_interval > 0
         self.last_snapshot: Path | None = None
 
@@ -151,6 +169,7 @@ class Trainer:
         # Non-finite values are detected and reported by name below; numpy's own
         # overflow warnings would only add noise before that one-line error.
         with _StopRequest() as stop, np.errstate(over="ignore", invalid="ignore"):
+            self._stop_request = stop
             if self.has_test and solver.iter == 0 and s.test_initialization:
                 last_eval = self._test(bar, start_time)
             while solver.iter < s.max_iter:
@@ -207,6 +226,12 @@ class Trainer:
                 self._diverged(f"the loss is {loss}", self._first_bad_blob())
             net.backward()
             total += loss
+        if self.allreduce is not None:
+            stop = self._stop_request
+            total, stop_all = self.allreduce(total, stop is not None and stop.signal is not None,
+                                             it)
+            if stop_all and stop is not None and stop.signal is None:
+                stop.signal = signal.SIGTERM    # another rank was asked to stop: stop together
         bad = self._first_bad_gradient()
         if bad:
             self._diverged("a gradient is not finite", bad)
@@ -241,7 +266,7 @@ class Trainer:
             callback.on_metrics(row)
 
     def _test(self, bar, start: float) -> Evaluation:
-        ev = evaluate(self.test_net, self.s.test_iter)
+        ev = evaluate(self.test_net, self.s.test_iter, comm=self.comm)
         it = self.solver.iter
         parts = ", ".join(f"{k} = {v:.4f}" for k, v in ev.outputs.items())
         self._say(bar, f"iter {it}: test on {ev.images} images: {parts}")
@@ -261,6 +286,9 @@ class Trainer:
         if bad:
             self._diverged("a weight is not finite after the update", bad)
         path = self.run.snapshot_path(self.solver.iter)
+        if self.comm is not None and not self.comm.is_root:
+            self.last_snapshot = path     # rank 0 writes it
+            return path
         try:
             save_snapshot(path, params=self.train_net.param_keys, config=self.exp.text,
                           iteration=self.solver.iter, solver_type=self.solver.type_name,

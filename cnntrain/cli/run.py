@@ -49,6 +49,7 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
       cnntrain train configs/lenet_cifar10.yaml --resume runs/lenet_cifar10/snapshots/iter_2000.h5
       cnntrain train configs/lenet_cifar10.yaml --weights other.h5 --plot
       cnntrain train configs/cifar10_quick.yaml --report --tensorboard
+      mpiexec -n 2 cnntrain train configs/cifar10_quick.yaml   (data parallel)
     """
     from cnntrain.config.overrides import load_experiment_with
 
@@ -58,7 +59,11 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
         if (tensorboard or exp.logging.tensorboard) and not as_json:
             _note_missing_tensorboard()
         return
-    if quiet:
+    from cnntrain.distributed import Communicator, abort_on_error
+
+    comm = run_or_exit(Communicator.from_environment)   # None unless started by mpiexec -n N
+    follower = comm is not None and not comm.is_root    # only rank 0 prints and writes
+    if quiet or follower:
         def say(line: str) -> None:
             pass
     elif as_json:
@@ -66,9 +71,13 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
             click.echo(line, err=True)
     else:
         say = click.echo
-    progress = not (no_progress or quiet or as_json)
-    trainer, ev = run_or_exit(_train, exp, data_dir, resume, weights, runs_dir, progress,
-                              _callbacks(exp, runs_dir, plot, report, tensorboard, say), say)
+    progress = not (no_progress or quiet or as_json or follower)
+    extras = [] if follower else _callbacks(exp, runs_dir, plot, report, tensorboard, say)
+    with abort_on_error(comm):
+        trainer, ev = run_or_exit(_train, exp, data_dir, resume, weights, runs_dir, progress,
+                                  extras, say, comm)
+    if follower:
+        return
     accuracy = ev.accuracy if ev is not None else None
     if as_json:
         echo_json({"run": str(trainer.run.path), "name": exp.name,
@@ -119,14 +128,14 @@ def _note_missing_tensorboard() -> None:
         click.echo(f"note: {err}", err=True)
 
 
-def _train(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say):
+def _train(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say, comm=None):
     from cnntrain.errors import ConfigError
     from cnntrain.trainer import Trainer
 
     if resume and weights:
         raise ConfigError("give --resume or --weights, not both")
     trainer = Trainer(exp, runs_root=Path(runs_dir), data_dir=data_dir, notify=say,
-                      progress=progress, callbacks=callbacks)
+                      progress=progress, callbacks=callbacks, comm=comm)
     if resume:
         trainer.resume(resume)
         say(f"resuming {exp.name} at iteration {trainer.solver.iter}")

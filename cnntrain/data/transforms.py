@@ -72,21 +72,33 @@ class Transformer:
         return x
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator,
-                 index: np.ndarray | None = None, epoch: np.ndarray | None = None
-                 ) -> np.ndarray:
+                 index: np.ndarray | None = None, epoch: np.ndarray | None = None,
+                 part: slice = slice(None)) -> np.ndarray:
         """Transform a batch; ``index`` (each image's place in the dataset) and
-        ``epoch`` (the epoch each was drawn in) are needed by alternating mirroring."""
-        x = self.normalize(images)
+        ``epoch`` (the epoch each was drawn in) are needed by alternating mirroring.
+
+        ``part``: only these rows are transformed and returned (one process's share of
+        a batch split over several, see ``cnntrain.distributed``), but the random
+        draws are those of the whole batch, so the rows come out as they would from
+        the whole batch and the stream moves on by the same amount."""
+        n = len(images)
+        flip = None
         if self.train and self.mirror is not None:
             if self.mirror == "alternate":
                 flip = self.flip_bits[index] != (np.asarray(epoch) % 2 == 1)
             else:
-                flip = rng.random(len(x)) < 0.5
+                flip = rng.random(n) < 0.5
+        x = self.normalize(images[part])
+        if flip is not None:
+            flip = flip[part]
             x[flip] = x[flip, :, :, ::-1]
-        return self._window(x, rng)
+        return self._window(x, rng, n, part)
 
-    def _window(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        n, c, h, w = x.shape
+    def _window(self, x: np.ndarray, rng: np.random.Generator, n: int,
+                part: slice) -> np.ndarray:
+        """The random (TRAIN) or centred (TEST) window of ``x``, rows ``part`` of a
+        batch of ``n``."""
+        rows, c, h, w = x.shape
         s = self.shift
         oh, ow = self.crop or h, self.crop or w
         if s == 0 and (oh, ow) == (h, w):
@@ -96,9 +108,9 @@ class Transformer:
         if not self.train:
             return np.ascontiguousarray(padded[:, :, span_h // 2:span_h // 2 + oh,
                                                span_w // 2:span_w // 2 + ow])
-        dy = rng.integers(0, span_h + 1, n)
-        dx = rng.integers(0, span_w + 1, n)
-        out = np.empty((n, c, oh, ow), x.dtype)
+        dy = rng.integers(0, span_h + 1, n)[part]
+        dx = rng.integers(0, span_w + 1, n)[part]
+        out = np.empty((rows, c, oh, ow), x.dtype)
         key = dy * (span_w + 1) + dx
         for k in np.unique(key):
             sel = np.flatnonzero(key == k)

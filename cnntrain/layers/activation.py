@@ -118,7 +118,13 @@ class Dropout(_Elementwise):
             self.mask = None
             return [x]
         ratio = self.param("dropout_param").dropout_ratio
-        keep = self.rngs.get("dropout").random(x.shape, dtype=np.float32) >= ratio
+        shard = self.ctx.shard
+        if shard is None:
+            keep = self.rngs.get("dropout").random(x.shape, dtype=np.float32) >= ratio
+        else:   # the global batch's mask, as one process draws it; this rank's rows
+            whole = (x.shape[0] * shard.size,) + x.shape[1:]
+            keep = self.rngs.get("dropout").random(whole, dtype=np.float32)[
+                shard.rows(whole[0])] >= ratio
         self.mask = keep * x.dtype.type(1.0 / (1.0 - ratio))
         return [x * self.mask]
 

@@ -13,6 +13,7 @@ from cnntrain.engine.workspace import Workspace
 
 if TYPE_CHECKING:
     from cnntrain.config.specs import LayerSpec
+    from cnntrain.distributed import Shard
     from cnntrain.rng import RngStreams
 
 
@@ -24,6 +25,8 @@ class BuildContext:
     dtype: Any = np.float32
     data_dir: Path | None = None
     notify: Callable[[str], None] = print
+    #: This process's rows of each TRAIN batch when several MPI processes share it.
+    shard: "Shard | None" = None
 
 Shape = tuple[int, ...]
 

@@ -76,9 +76,21 @@ class Data(Layer):
         self._prefetch = train and p.prefetch   # started at the first batch: the streams are
         # then created in the same order as without it, so snapshots match byte for byte
         self.batch_size = p.batch_size
+        # Several MPI processes: each draws the whole (global) batch, as one process
+        # would, and runs its own rows of it (see cnntrain.distributed). TEST is not
+        # split by rows: the ranks test different batches.
+        self.rows = slice(None)
+        rows = p.batch_size
+        if train and self.ctx.shard is not None:
+            try:
+                self.ctx.shard.check(p.batch_size)
+            except ValueError as err:
+                raise SetupError(str(err), "data_param.batch_size") from None
+            self.rows = self.ctx.shard.rows(p.batch_size)
+            rows = p.batch_size // self.ctx.shard.size
         self.last_indices: np.ndarray | None = None
-        out = self.transform.out_shape((p.batch_size,) + shape[1:])
-        return [out] + ([(p.batch_size,)] if len(self.spec.top) > 1 else [])
+        out = self.transform.out_shape((rows,) + shape[1:])
+        return [out] + ([(rows,)] if len(self.spec.top) > 1 else [])
 
     def _open(self, p, t, data_dir) -> np.ndarray | None:
         """Find the images (native file or readers); set ``images``, the class names and
@@ -156,7 +168,8 @@ class Data(Layer):
     def _cut(self, sampler: BatchSampler, rng: np.random.Generator):
         """One batch: the indices drawn by ``sampler`` and their transformed images."""
         idx = sampler.next()
-        return idx, self.transform(self.images.images[idx], rng, idx, sampler.last_epochs)
+        data = self.transform(self.images.images[idx], rng, idx, sampler.last_epochs, self.rows)
+        return idx[self.rows], data
 
     def forward(self, bottom):
         if self._prefetch and self.prefetcher is None:
