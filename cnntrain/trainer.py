@@ -287,7 +287,8 @@ class Trainer:
             self._diverged("a weight is not finite after the update", bad)
         path = self.run.snapshot_path(self.solver.iter)
         if self.comm is not None and not self.comm.is_root:
-            self.last_snapshot = path     # rank 0 writes it
+            self.last_snapshot = path     # rank 0 writes it; wait until it is on disk
+            self.comm.barrier(f"the snapshot of iteration {self.solver.iter}")
             return path
         try:
             save_snapshot(path, params=self.train_net.param_keys, config=self.exp.text,
@@ -306,6 +307,9 @@ class Trainer:
         self.last_snapshot = path
         for removed in self.run.prune_snapshots(self.s.snapshot_keep):
             self.run.log(f"removed old snapshot {removed}")
+        if self.comm is not None:
+            # A stop right after this snapshot ends every rank: none may end rank 0 first.
+            self.comm.barrier(f"the snapshot of iteration {self.solver.iter}")
         return path
 
     def _first_bad_blob(self) -> str:

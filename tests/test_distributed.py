@@ -29,6 +29,8 @@ import pytest
 
 from cnntrain.data.transforms import Transformer
 from cnntrain.distributed import Shard
+from cnntrain.snapshot import load_snapshot
+from layer_helpers import make_layer
 from test_cli_e2e import write_cifar10_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +117,18 @@ def test_a_shard_is_transformed_as_its_rows_of_the_whole_batch(mirror):
         mine = make()(images, rng, index, epoch, part)
         np.testing.assert_array_equal(mine, whole[part])
         assert rng.bit_generator.state == whole_rng.bit_generator.state
+
+
+def test_a_shard_drops_the_units_of_its_rows_of_the_whole_batch_mask():
+    x = np.random.default_rng(3).standard_normal((8, 5))
+    whole, _ = make_layer("Dropout", [x.shape], dropout_param={"dropout_ratio": 0.5})
+    (expected,) = whole.forward([x])
+    for rank in range(2):
+        part = Shard(rank, 2).rows(8)
+        layer, _ = make_layer("Dropout", [(4, 5)], dropout_param={"dropout_ratio": 0.5})
+        layer.ctx.shard = Shard(rank, 2)
+        (mine,) = layer.forward([x[part]])
+        np.testing.assert_array_equal(mine, expected[part])
 
 
 # ------------------------------------------------------------- under mpiexec
@@ -222,12 +236,12 @@ def _start_long_run(tmp_path, **env):
         assert proc.poll() is None, proc.communicate()[0]
         assert time.monotonic() < deadline, "training never reached iteration 2"
         time.sleep(0.2)
-    return proc, token
+    return proc, token, tmp_path / "runs" / "cifar10_quick"
 
 
 @needs_mpi
 def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
-    proc, token = _start_long_run(tmp_path)
+    proc, token, _ = _start_long_run(tmp_path)
     os.kill(_rank_pid(token, 1), signal.SIGKILL)
     try:
         out, _ = proc.communicate(timeout=60)
@@ -240,7 +254,7 @@ def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
 
 @needs_mpi
 def test_a_rank_that_stops_answering_times_out(tmp_path):
-    proc, token = _start_long_run(tmp_path, CNNTRAIN_MPI_TIMEOUT="3")
+    proc, token, _ = _start_long_run(tmp_path, CNNTRAIN_MPI_TIMEOUT="3")
     stalled = _rank_pid(token, 1)
     os.kill(stalled, signal.SIGSTOP)
     try:
@@ -255,3 +269,20 @@ def test_a_rank_that_stops_answering_times_out(tmp_path):
             pass
     assert proc.returncode == 1, out
     assert "rank 0 of 2: no answer from the other processes for 3 s" in out, out
+
+
+@needs_mpi
+def test_ctrl_c_stops_all_ranks_at_one_iteration_with_a_snapshot(tmp_path):
+    proc, _, run = _start_long_run(tmp_path)
+    proc.send_signal(signal.SIGINT)          # mpiexec passes it on to the ranks
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the ranks did not stop on Ctrl-C")
+    assert proc.returncode == 5, out
+    assert out.count("stopped by signal") == 1, out
+    snapshots = list((run / "snapshots").glob("iter_*.h5"))
+    assert len(snapshots) == 1 and f"--resume {snapshots[0]}" in out
+    iteration = load_snapshot(snapshots[0]).iteration
+    assert f"stopped by signal 2 at iteration {iteration};" in out
