@@ -15,7 +15,7 @@ displayed) and a stop flag (a Ctrl-C seen by any rank stops all at the same
 iteration). BatchNorm *normalizes* each shard with that shard's own statistics.
 
 mpi4py is imported only when a launcher started several processes, so a plain run
-never loads MPI. A rank that raises calls ``MPI_Abort`` (see :func:`abort_on_error`),
+never loads MPI. A rank that fails calls ``MPI_Abort`` (see :func:`run_or_abort`),
 and a watchdog aborts a rank left waiting in a collective for longer than
 ``CNNTRAIN_MPI_TIMEOUT`` seconds, so the job ends with an error instead of hanging.
 """
@@ -27,7 +27,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from cnntrain.errors import CnnTrainError
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 TIMEOUT_VARIABLE = "CNNTRAIN_MPI_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
-FOLLOWER_GRACE_S = 2.0
+FOLLOWER_GRACE_S = 5.0
 MPI_HINT = "pip install 'cnntrain[mpi]' (mpi4py and the MPICH wheel, which provides mpiexec)"
 
 
@@ -145,11 +145,12 @@ class Communicator:
         if self.is_root:
             self.barrier("", timeout=False)
 
-    def abort(self, code: int) -> None:
+    def abort(self, code: int) -> NoReturn:
         """End every rank of the job with exit code ``code`` (``MPI_Abort``)."""
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(code)
+        os._exit(code)    # MPICH may return from MPI_Abort before the launcher ends us
 
     # --- the watchdog --------------------------------------------------------------
     @contextmanager
@@ -190,29 +191,29 @@ def _wait_politely(request) -> None:
             nap = min(2 * nap, NAP_S)
 
 
-@contextmanager
-def abort_on_error(comm: Communicator | None) -> Iterator[None]:
-    """Turn any way out of the block but success into ``MPI_Abort`` with the same exit
-    code, so the other ranks, waiting in a collective for this one, end too. The CLI
-    has already printed the one-line error (``run_or_exit``)."""
-    if comm is None:
-        yield
-        return
+def run_or_abort(comm: Communicator, fn, *args, **kwargs):
+    """``fn(*args)`` on one rank of an MPI run: the CLI's ``run_or_exit``, except that
+    any way out but success ends every rank with ``MPI_Abort`` (the others may be
+    waiting for this one in a collective). Rank 0 prints its error at once. Most
+    errors (a divergence, a stop) reach every rank together, so another rank first
+    waits ``FOLLOWER_GRACE_S`` for rank 0 to say it and end the job; only an error of
+    its own (its data missing on its machine, say) is then printed, naming the rank."""
     try:
-        yield
+        return fn(*args, **kwargs)
+    except CnnTrainError as err:
+        code, line = err.exit_code, str(err)
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-        if code:
-            if not comm.is_root:
-                # Most errors (a divergence, a stop) reach every rank together: let rank
-                # 0 finish its log line and abort first.
-                time.sleep(FOLLOWER_GRACE_S)
-            comm.abort(code)
-        raise
-    except BaseException as exc:     # a bug or Ctrl-C twice: say so, then end all ranks
-        print(f"error: rank {comm.rank}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        comm.abort(1)
-        raise
+        if not exc.code:
+            raise
+        code, line = (exc.code if isinstance(exc.code, int) else 1), ""
+    except BaseException as exc:     # a bug, or Ctrl-C twice
+        code, line = 1, f"{type(exc).__name__}: {exc}"
+    if not comm.is_root:
+        time.sleep(FOLLOWER_GRACE_S)
+    if line:
+        where = "" if comm.is_root else f"rank {comm.rank} of {comm.size}: "
+        print(f"error: {where}{line}", file=sys.stderr)
+    comm.abort(code)
 
 
 class GradientAllreduce:

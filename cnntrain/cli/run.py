@@ -1,6 +1,7 @@
 """train, test and schedule: the commands of a training run."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -59,7 +60,7 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
         if (tensorboard or exp.logging.tensorboard) and not as_json:
             _note_missing_tensorboard()
         return
-    from cnntrain.distributed import Communicator, abort_on_error
+    from cnntrain.distributed import Communicator, run_or_abort
 
     comm = run_or_exit(Communicator.from_environment)   # None unless started by mpiexec -n N
     follower = comm is not None and not comm.is_root    # only rank 0 prints and writes
@@ -73,9 +74,9 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
         say = click.echo
     progress = not (no_progress or quiet or as_json or follower)
     extras = [] if follower else _callbacks(exp, runs_dir, plot, report, tensorboard, say)
-    with abort_on_error(comm):
-        trainer, ev = run_or_exit(_train, exp, data_dir, resume, weights, runs_dir, progress,
-                                  extras, say, comm)
+    run = run_or_exit if comm is None else functools.partial(run_or_abort, comm)
+    trainer, ev = run(_train, exp, data_dir, resume, weights, runs_dir, progress, extras, say,
+                      comm)
     if follower:
         return
     accuracy = ev.accuracy if ev is not None else None
