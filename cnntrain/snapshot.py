@@ -192,6 +192,20 @@ def load_snapshot(path: str | Path) -> Snapshot:
                             f"{reason}") from None
 
 
+def stored_experiment(snap: Snapshot):
+    """The experiment of the config stored in ``snap``. An invalid one is a problem of
+    the snapshot (exit 4) for every command that reads it, not of a config the user gave."""
+    from cnntrain.config import experiment_from_text
+    from cnntrain.errors import ConfigError
+
+    if snap.config is None:
+        raise SnapshotError(f"{snap.path} holds no config: it is a weights-only file")
+    try:
+        return experiment_from_text(snap.config, f"{snap.path}:config")
+    except ConfigError as err:
+        raise SnapshotError(f"the config stored in the snapshot is invalid: {err}") from None
+
+
 def copy_weights(net, snap: Snapshot, *, strict: bool) -> list[str]:
     """Copy weights into ``net`` by layer name and index; returns the layers copied.
 

@@ -282,12 +282,7 @@ class Trainer:
 
     def _first_bad_blob(self) -> str:
         """The first layer, in forward order, whose output holds a NaN or inf."""
-        for node in self.train_net.nodes:
-            for top in node.tops:
-                value = self.train_net.blobs.get(top)
-                if value is not None and not np.all(np.isfinite(value)):
-                    return f"first non-finite output: layer '{node.layer.name}' (top '{top}')"
-        return ""
+        return self.train_net.first_nonfinite_output()
 
     def _first_bad_gradient(self) -> str:
         """The first layer, in backward order, with a NaN or inf parameter gradient."""
@@ -318,17 +313,10 @@ class Trainer:
 def load_test_net(path: str | Path, data_dir: str | None,
                   notify: Callable[[str], None] = print) -> tuple[Snapshot, ExperimentSpec, Net]:
     """A snapshot's TEST net with its weights, built from the config stored inside it."""
-    from cnntrain.config import experiment_from_text
-
-    from cnntrain.errors import ConfigError
+    from cnntrain.snapshot import stored_experiment
 
     snap: Snapshot = load_snapshot(path)
-    if snap.config is None:
-        raise SnapshotError(f"{path} holds no config: it is a weights-only file")
-    try:
-        exp = experiment_from_text(snap.config, f"{path}:config")
-    except ConfigError as err:
-        raise SnapshotError(f"the config stored in the snapshot is invalid: {err}") from None
+    exp = stored_experiment(snap)
     ctx = BuildContext(rngs=RngStreams(exp.solver.random_seed),
                        data_dir=None if data_dir is None else Path(data_dir), notify=notify)
     test_net = Net(exp.net, "TEST", ctx)  # only the TEST net: no training data to load
@@ -354,4 +342,7 @@ def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None
     """Evaluate a snapshot on its TEST net, built from the config stored inside it (``tta``
     as in :func:`evaluate_snapshot_net`)."""
     _, _, test_net = load_test_net(path, data_dir, notify)
-    return evaluate_snapshot_net(test_net, iterations, tta)
+    ev = evaluate_snapshot_net(test_net, iterations, tta)
+    if ev.nonfinite_note:
+        notify(ev.nonfinite_note)
+    return ev
