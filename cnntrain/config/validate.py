@@ -5,6 +5,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from cnntrain.config import schema
@@ -97,6 +98,9 @@ def check_block(fields: dict[str, Field], raw: Any, where: Where, layer: str | N
             out[key] = default
             continue
         out[key] = _check_value(spec, raw[key], inner, layer, name, fail)
+    if fields is schema.FILLER and out.type == "uniform" and out.min > out.max:
+        raise inner.error(f"min {out.min:g} is greater than max {out.max:g}", layer=layer,
+                          field_name=prefix + "min")
     return out
 
 
@@ -194,6 +198,8 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
             raise where.error(f"unknown field{hint}", layer=name, field_name=key)
     blocks = {b: check_block(schema.PARAM_BLOCKS[b], raw.get(b), where, name, b + ".")
               for b in cls.param_blocks}
+    if type_name == "Data":
+        _check_data_blocks(blocks, where, name)
     bottom = _names(raw.get("bottom"), where, name, "bottom")
     top = _names(raw.get("top"), where, name, "top")
     for what, got, (lo, hi) in (("bottom", bottom, cls.num_bottom), ("top", top, cls.num_top)):
@@ -225,6 +231,27 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
                      include=_phases(raw.get("include"), where, name, "include"),
                      exclude=_phases(raw.get("exclude"), where, name, "exclude"),
                      loss_weight=loss_weight, propagate_down=prop, blocks=blocks, where=where)
+
+
+def _check_data_blocks(blocks: dict[str, Block], where: Where, layer: str) -> None:
+    """What a Data layer's fields must say whether or not its data is read: train and
+    ``--dry-run`` (which builds the net without data) give the same verdict."""
+    from cnntrain.tools.inputs import DATASETS
+
+    p, t = blocks["data_param"], blocks["transform_param"]
+    if p.dataset is None:
+        raise where.error("is required (cifar10 or cifar100; with hdf5 it must match the file)",
+                          layer=layer, field_name="data_param.dataset")
+    channels = DATASETS[p.dataset][0][0]
+    if not t.mean_image and t.mean_value is not None \
+            and len(t.mean_value) not in (1, channels):
+        raise where.error(f"needs 1 or {channels} values, got {len(t.mean_value)}",
+                          layer=layer, field_name="transform_param.mean_value")
+    largest = float(np.finfo(np.float32).max)   # nets train in float32
+    for key, value in (("scale", t.scale), ("mean_value", t.mean_value)):
+        if value is not None and np.max(np.abs(value)) > largest:
+            raise where.error(f"{np.max(np.abs(value)):g} is beyond the {largest:g} of float32",
+                              layer=layer, field_name=f"transform_param.{key}")
 
 
 def parse_net(raw: Any, file: str | None) -> NetSpec:
@@ -348,7 +375,36 @@ def parse_solver(raw: Any, file: str | None) -> SolverSpec:
     for key in ("lookahead_decay", "lookahead_decay_power"):
         if key in given and not values.lookahead_interval:
             unused(key, "with lookahead_interval > 0")
+    _check_rates(values, where)
     return SolverSpec(values=values, where=where)
+
+
+def _check_rates(values: Block, where: Where) -> None:
+    """The learning rate stays finite and not negative over the whole run: a negative
+    rate climbs the loss, and Python's powers fail on some (inv: 0 to a negative power)."""
+    import math
+
+    from cnntrain.solvers.lr_policy import learning_rate
+
+    policy = values.lr_policy
+    if policy in ("step", "multistep", "exp") and values.gamma <= 0:
+        raise where.error(f"must be > 0 for lr_policy {policy} (the rate is base_lr times "
+                          f"powers of gamma), got {values.gamma:g}", field_name="solver.gamma")
+    if policy == "inv" and values.gamma < 0:
+        raise where.error(f"must be >= 0 for lr_policy inv (1 + gamma * iter must stay "
+                          f"positive), got {values.gamma:g}", field_name="solver.gamma")
+    if policy == "poly" and values.power < 0:
+        raise where.error(f"must be >= 0 for lr_policy poly, got {values.power:g}",
+                          field_name="solver.power")
+    # The remaining policies are monotone between these points (or bounded by them).
+    for it in sorted({0, 1, max(values.max_iter - 1, 0)}):
+        try:
+            rate = learning_rate(values, it)
+        except (OverflowError, ZeroDivisionError, ValueError):
+            rate = math.inf
+        if not (math.isfinite(rate) and rate >= 0):
+            raise where.error(f"gives a learning rate of {rate:g} at iteration {it}; it must "
+                              "stay finite and >= 0", field_name="solver.lr_policy")
 
 
 def _plain(value: Any) -> Any:

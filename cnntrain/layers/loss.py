@@ -211,13 +211,13 @@ class InfogainLoss(_SoftmaxCrossEntropy):
         if source.endswith(".binaryproto"):
             raise SetupError(f"'{source}' is a Caffe binaryproto; cnntrain reads H from a .npy "
                              "file (numpy.save)", field)
+        from cnntrain.safe_npy import NpyError, read_npy
+
         try:
-            h = np.load(source, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise SetupError(f"cannot read '{source}' as a .npy file: {err}", field) from None
-        if h.shape != (k, k):
-            raise SetupError(f"'{source}' holds an array of shape {h.shape}; the scores have "
-                             f"{k} classes, so H must be {k}x{k}", field)
+            h = read_npy(source, shape=(k, k))
+        except NpyError as err:
+            raise SetupError(f"cannot read '{source}' as H: {err} (the scores have {k} "
+                             f"classes, so H must be {k}x{k})", field) from None
         if not np.all(np.isfinite(h)):
             raise SetupError(f"'{source}' holds values that are not finite", field)
         return h.astype(self.dtype)
