@@ -64,6 +64,7 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        tmp.unlink(missing_ok=True)   # never write through a link planted under this name
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

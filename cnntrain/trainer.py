@@ -135,6 +135,7 @@ class Trainer:
         try:
             return self._train(resumed)
         finally:
+            self.run.release()
             for callback in self.callbacks:
                 callback.close()
 
