@@ -142,6 +142,36 @@ def _check_value(spec: Field, value: Any, where: Where, layer, name: str, fail) 
     raise AssertionError(spec.kind)
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a layer, blob, shared parameter or run, or None.
+
+    Names become HDF5 paths in snapshots (``data/<layer>/0``), folder names and lines
+    of output, so they hold no path separator, are not '.' or '..', and hold no
+    control or invisible formatting characters (a right-to-left override would make
+    the name print as another)."""
+    import unicodedata
+
+    if "/" in name:
+        return "must not contain '/' (names become paths in snapshots and run folders)"
+    if name in (".", ".."):
+        return f"must not be '{name}' (names become paths in snapshots and run folders)"
+    for char in name:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return f"must not contain control characters ({char!r})"
+        if category in ("Cf", "Zl", "Zp"):
+            return (f"must not contain invisible formatting characters such as bidi "
+                    f"overrides (U+{ord(char):04X})")
+    return None
+
+
+def _check_name(name: str, where: Where, layer: str | None, field_name: str) -> None:
+    problem = name_problem(name)
+    if problem:
+        raise where.error(problem, layer=layer if field_name != "name" else None,
+                          field_name=field_name)
+
+
 def _names(value: Any, where: Where, layer: str, field_name: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -150,6 +180,7 @@ def _names(value: Any, where: Where, layer: str, field_name: str) -> tuple[str, 
         if not isinstance(item, str) or not item:
             raise where.error(f"must be a blob name or a list of them, got {item!r}",
                               layer=layer, field_name=field_name)
+        _check_name(item, where, layer, field_name)
     return tuple(items)
 
 
@@ -178,6 +209,7 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise where.error(f"layer #{index + 1} needs a 'name' (non-empty text)", field_name="name")
+    _check_name(name, where, None, f"layer #{index + 1} name")
     type_name = raw.get("type")
     if not isinstance(type_name, str):
         raise where.error("is required (a Caffe layer type such as Convolution)",
@@ -212,6 +244,9 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
         params_raw = [params_raw]
     param_specs = tuple(ParamSpec(**check_block(schema.PARAM_SPEC, p, where, name, f"param[{i}]."))
                         for i, p in enumerate(params_raw))
+    for i, param in enumerate(param_specs):
+        if param.name is not None:
+            _check_name(param.name, where, name, f"param[{i}].name")
     loss_weight = raw.get("loss_weight")
     if loss_weight is not None:
         items = loss_weight if isinstance(loss_weight, list) else [loss_weight]
@@ -435,8 +470,12 @@ def parse_experiment(raw: Any, file: str, base_dir: Path | None, default_name: s
         if isinstance(net_raw, dict) and set(net_raw) == {"net"}:
             net_raw = net_raw["net"]
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+    if not isinstance(name, str) or not name:
         raise where.error("must be a simple name (used as the run folder)", field_name="name")
+    _check_name(name, where, None, "name")
+    if name.startswith("."):
+        raise where.error("must not start with '.' (the run folder would be hidden)",
+                          field_name="name")
     net = parse_net(net_raw, net_file)
     solver = parse_solver(raw["solver"], file)
     _check_early_stop(net, solver)
