@@ -84,6 +84,7 @@ class Trainer:
         snap = load_snapshot(path)
         if not snap.resumable:
             raise SnapshotError(f"{path} holds weights only; use --weights to fine-tune from it")
+        self._check_same_run(snap)
         if snap.iteration > self.s.max_iter:
             raise SnapshotError(f"{path} is at iteration {snap.iteration}, past the config's "
                                 f"max_iter {self.s.max_iter}: nothing left to train")
@@ -123,6 +124,21 @@ class Trainer:
             except ValueError as err:
                 raise SnapshotError(f"{path}: {err}") from None
         self.last_snapshot = Path(path)
+
+    def _check_same_run(self, snap: Snapshot) -> None:
+        """A resume goes on with the config the snapshot was made with: only the fields
+        of ``RESUME_MAY_CHANGE`` (how long, how often to test and snapshot) may differ."""
+        from cnntrain.config.compare import RESUME_MAY_CHANGE, resume_differences
+        from cnntrain.snapshot import stored_experiment
+
+        changed = resume_differences(stored_experiment(snap), self.exp)
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
+                                              if len(changed) > 6 else "")
+            raise SnapshotError(
+                f"{snap.path} was made with another config: {shown} changed. A resume "
+                f"may change only solver.{{{','.join(RESUME_MAY_CHANGE)}}}, the name and "
+                "logging; start a new run from its weights with --weights instead")
 
     def load_weights(self, path: str | Path) -> list[str]:
         copied = copy_weights(self.train_net, load_snapshot(path), strict=False)
