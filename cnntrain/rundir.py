@@ -17,20 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cnntrain.errors import CnnTrainError, os_error_reason
-from cnntrain.snapshot import atomic_write
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a run folder's writer may be another process)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:   # it exists but belongs to someone else
-        return True
-    return True
+from cnntrain.snapshot import atomic_write, remove_stale_temporaries
 
 
 METRIC_FIELDS = ("iter", "loss", "lr", "test_loss", "test_accuracy", "seconds")
@@ -129,13 +116,8 @@ class RunDir:
             raise CnnTrainError(f"could not write {path}: {os_error_reason(err)}") from None
 
     def _remove_stale_temporaries(self) -> None:
-        """Delete the half-written ``.NAME.tmp-PID`` files of runs that were killed
-        (``atomic_write`` removes its own on any error it lives through)."""
         for folder in (self.path, self.snapshots):
-            for tmp in folder.glob(".*.tmp-*"):
-                pid = tmp.name.rsplit(".tmp-", 1)[1]
-                if pid.isdigit() and not _alive(int(pid)):
-                    tmp.unlink(missing_ok=True)
+            remove_stale_temporaries(folder)
 
     def _rows_until(self, iteration: int) -> list[dict]:
         """Rows up to the resumed iteration: later ones will be trained again."""
