@@ -9,8 +9,8 @@ from cnntrain.config.specs import ExperimentSpec, LayerSpec
 # Solver fields a resume may change: they decide how long the run goes on and what it
 # reports and keeps, never what an iteration computes. The run name and ``logging``
 # may change too (a resumed run can go on in a new folder).
-RESUME_MAY_CHANGE = ("max_iter", "display", "average_loss", "snapshot", "snapshot_keep",
-                     "snapshot_after_train", "test_interval", "test_iter",
+RESUME_MAY_CHANGE = ("max_iter", "early_stop", "display", "average_loss", "snapshot",
+                     "snapshot_keep", "snapshot_after_train", "test_interval", "test_iter",
                      "test_initialization")
 
 
