@@ -138,7 +138,7 @@ class Evaluation:
         """Fine predictions counted right when they fall in the true superclass."""
         merged = self.superclass_confusion(confusion)
         confusion = self.confusion if confusion is None else confusion
-        total = confusion.sum() + self._unscored(confusion).sum()
+        total = confusion.sum() + np.sum(self._unscored(confusion))
         return None if merged is None or total == 0 else float(np.trace(merged) / total)
 
 

@@ -84,7 +84,6 @@ class Trainer:
         snap = load_snapshot(path)
         if not snap.resumable:
             raise SnapshotError(f"{path} holds weights only; use --weights to fine-tune from it")
-        self._check_same_run(snap)
         if snap.iteration > self.s.max_iter:
             raise SnapshotError(f"{path} is at iteration {snap.iteration}, past the config's "
                                 f"max_iter {self.s.max_iter}: nothing left to train")
@@ -93,6 +92,8 @@ class Trainer:
                                 f"uses {self.solver.type_name}; pass --weights to start over "
                                 "from its weights")
         copy_weights(self.train_net, snap, strict=True)
+        # After the checks that name a mismatch precisely (solver, net): any other change.
+        self._check_same_run(snap)
         history = [snap.history.get((layer, i)) for layer, i, _ in self.train_net.param_keys]
         if any(h is None for h in history):
             raise SnapshotError(f"{path} lacks solver history for some parameters")

@@ -14,14 +14,15 @@ from test_faults_run_folder import SHORT, data, train  # noqa: F401 (fixture)
 CHANGES = {
     "batch size": (["--set", "net.layer.cifar.data_param.batch_size=4"],
                    "net.layer.cifar.data_param.batch_size"),
-    "solver": (["--set", "solver.type=Nesterov"], "solver.type"),
+    "momentum": (["--set", "solver.momentum=0.5"], "solver.momentum"),
     "learning rate": (["--set", "solver.base_lr=0.5"], "solver.base_lr"),
     "augmentation": (["--set", "net.layer.cifar.transform_param.mirror=false"],
                      "net.layer.cifar.transform_param.mirror"),
     "random seed": (["--set", "solver.random_seed=4"], "solver.random_seed"),
     "filler": (["--set", "net.layer.conv1.convolution_param.weight_filler={type: gaussian}"],
                "net.layer.conv1.convolution_param.weight_filler.type"),
-    "layer added": (["--set", "net.layer.relu1.type=PReLU"], "net.layer"),
+    "dropout": (["--set", "net.layer.drop.dropout_param.dropout_ratio=0.2"],
+                "net.layer.drop.dropout_param.dropout_ratio"),
 }
 
 
