@@ -11,7 +11,7 @@ import numpy as np
 
 from cnntrain.data.transforms import shifted_view
 from cnntrain.errors import CnnTrainError
-from cnntrain.layers.loss import label_rank
+from cnntrain.layers.loss import label_rank, scored_rows
 from cnntrain.net import Net
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class Scores:
     top5: float
     k5: int                         # min(5, classes): the k of "top5"
     confusion: np.ndarray           # rows: true class, columns: predicted
+    # Images of each true class whose scores were not finite: no prediction, so in no
+    # column of the confusion matrix, and a miss in every accuracy.
+    unscored: np.ndarray | None = None
 
 
 @dataclass
@@ -77,6 +80,18 @@ class Evaluation:
     coarse_names: list[str] = field(default_factory=list)
     predictions: ImagePredictions | None = None   # single view, when the data layer says
     #                                               which images each batch held
+    nonfinite: str = ""     # where the scores first stopped being finite, if they did
+
+    @property
+    def nonfinite_note(self) -> str | None:
+        """One line on images whose scores were NaN or infinite (counted as misses)."""
+        lost = sum(int(s.unscored.sum()) for s in (self.single,) if s is not None
+                   and s.unscored is not None)
+        if not self.nonfinite and not lost:
+            return None
+        return (f"warning: the net's outputs are not finite ({self.nonfinite or 'in the scores'}"
+                f"): the scores of {lost} of {self.images} images are NaN or infinite and "
+                "count as wrong")
 
     @property
     def accuracy(self) -> float | None:
@@ -94,12 +109,20 @@ class Evaluation:
         confusion = self.confusion if confusion is None else confusion
         if confusion is None:
             return []
-        totals = confusion.sum(axis=1)
+        totals = confusion.sum(axis=1) + self._unscored(confusion)
         acc = np.divide(np.diag(confusion), totals, out=np.zeros(len(totals)),
                         where=totals > 0)
         names = names or self.class_names or [str(i) for i in range(len(totals))]
         rows = [(names[i], float(acc[i]), int(totals[i])) for i in range(len(totals))]
         return sorted(rows, key=lambda r: (r[2] == 0, r[1]))
+
+    def _unscored(self, confusion: np.ndarray) -> np.ndarray | int:
+        """The unscored images per true class of the scores whose confusion matrix this is."""
+        for scores in (self.single, self.tta):
+            if scores is not None and scores.confusion is confusion \
+                    and scores.unscored is not None:
+                return scores.unscored
+        return 0
 
     def superclass_confusion(self, confusion: np.ndarray | None = None) -> np.ndarray | None:
         """The confusion matrix with fine classes merged into their superclasses."""
@@ -118,7 +141,8 @@ class Evaluation:
     def superclass_accuracy(self, confusion: np.ndarray | None = None) -> float | None:
         """Fine predictions counted right when they fall in the true superclass."""
         merged = self.superclass_confusion(confusion)
-        total = (self.confusion if confusion is None else confusion).sum()
+        confusion = self.confusion if confusion is None else confusion
+        total = confusion.sum() + np.sum(self._unscored(confusion))
         return None if merged is None or total == 0 else float(np.trace(merged) / total)
 
 
@@ -164,6 +188,7 @@ class _Tally:
         self.k = min(5, classes)
         self.hits1 = self.hitsk = self.count = 0
         self.confusion = np.zeros((classes, classes), np.int64)
+        self.unscored = np.zeros(classes, np.int64)
         self.images: list[tuple[np.ndarray, ...]] = []   # (index, label, predicted, confidence)
 
     def add(self, rows: np.ndarray, labels: np.ndarray, ignore: int | None,
@@ -176,11 +201,15 @@ class _Tally:
         self.hits1 += int((rank < 1).sum())
         self.hitsk += int((rank < self.k).sum())
         self.count += len(labels)
+        scored = scored_rows(rows)
+        np.add.at(self.unscored, labels[~scored], 1)
+        rows, labels = rows[scored], labels[scored]
         predicted = rows.argmax(axis=1)
         np.add.at(self.confusion, (labels, predicted), 1)
         if indices is not None:
             confidence = _softmax(rows)[np.arange(len(rows)), predicted]
-            self.images.append((np.asarray(indices)[valid], labels, predicted, confidence))
+            self.images.append((np.asarray(indices)[valid][scored], labels, predicted,
+                                confidence))
 
     def predictions(self) -> ImagePredictions | None:
         if not self.images:
@@ -189,9 +218,12 @@ class _Tally:
 
     def scores(self) -> Scores:
         n = max(self.count, 1)
-        return Scores(self.hits1 / n, self.hitsk / n, self.k, self.confusion)
+        return Scores(self.hits1 / n, self.hitsk / n, self.k, self.confusion, self.unscored)
 
 
+# NaN and overflow in the scores are counted (as misses, see ``Evaluation.nonfinite``)
+# and reported once, not warned about at every operation.
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
              comm: "Communicator | None" = None) -> Evaluation:
     """Forward ``iterations`` batches, or exactly one pass over the test data if None.
@@ -225,12 +257,15 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
     sums: dict[str, float] = {}
     loss_sum, images = 0.0, 0
     single = averaged = None
+    nonfinite = ""
     for i in range(iterations):
         if comm is not None and i % comm.size != comm.rank:
             for layer in data_layers:      # another rank tests this batch
                 layer.sampler.next()
             continue
         loss = net.forward()
+        if not nonfinite and not np.isfinite(loss):
+            nonfinite = net.first_nonfinite_output() or f"the loss is {loss}"
         batch = next(iter(net.blobs.values())).shape[0] if net.blobs else 1
         images += batch
         loss_sum += loss * batch
@@ -243,6 +278,8 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
         scores = net.blobs[scored.bottoms[0]]
         labels = net.blobs[scored.bottoms[1]].reshape(-1).astype(np.int64)
         rows = _rows(scores, axis).astype(np.float64)
+        if not nonfinite and not scored_rows(rows).all():
+            nonfinite = net.first_nonfinite_output()
         if single is None:
             single = _Tally(rows.shape[1])
         indices = getattr(data_layers[0], "last_indices", None) if data_layers else None
@@ -275,7 +312,8 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
     return Evaluation(outputs, loss_sum / max(images, 1), images, acc_blob, confusion, names,
                       single_scores, averaged.scores() if averaged is not None else None,
                       tta, len(views) or 1, mapping if coarse else None, coarse,
-                      single.predictions() if single is not None and comm is None else None)
+                      single.predictions() if single is not None and comm is None else None,
+                      nonfinite)
 
 
 def _sum_over_ranks(comm: "Communicator", net: Net, scored, loss_sum: float, images: int,
@@ -300,6 +338,7 @@ def _sum_over_ranks(comm: "Communicator", net: Net, scored, loss_sum: float, ima
     for tally in tallies:
         parts.append(np.array([tally.hits1, tally.hitsk, tally.count], np.float64))
         parts.append(tally.confusion.reshape(-1).astype(np.float64))
+        parts.append(tally.unscored.astype(np.float64))
     buf = np.concatenate(parts)
     comm.sum_in_place(buf, "the test reduction")
     loss_sum, images = float(buf[0]), int(buf[1])
@@ -312,6 +351,8 @@ def _sum_over_ranks(comm: "Communicator", net: Net, scored, loss_sum: float, ima
         tally.confusion = buf[offset + 3:offset + 3 + size].astype(np.int64).reshape(
             tally.confusion.shape)
         offset += 3 + size
+        tally.unscored = buf[offset:offset + len(tally.unscored)].astype(np.int64)
+        offset += len(tally.unscored)
     return loss_sum, images, single, averaged
 
 

@@ -169,6 +169,9 @@ class Net:
                 return node.layer
         raise KeyError(name)
 
+    # Overflow is not warned about: callers check the outputs they use (the trainer
+    # names the first layer at fault, evaluation counts non-finite scores as misses).
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def forward(self) -> float:
         """Run every layer; returns the weighted loss. Blobs stay in ``self.blobs``."""
         blobs: dict[str, np.ndarray] = {}
@@ -182,6 +185,7 @@ class Net:
         self.blobs = blobs
         return loss
 
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def backward(self) -> None:
         """Back-propagate the loss; adds into every parameter's ``diff``."""
         diffs: dict[str, np.ndarray] = {}
@@ -216,6 +220,16 @@ class Net:
     def outputs(self) -> dict[str, np.ndarray]:
         """Blobs no layer consumed (losses, accuracies), by name."""
         return {name: self.blobs[i] for name, i in self.output_ids.items()}
+
+    def first_nonfinite_output(self) -> str:
+        """After a forward: the first layer, in forward order, whose output holds a NaN
+        or an infinity, in words ("" when every output is finite)."""
+        for node in self.nodes:
+            for top in node.tops:
+                value = self.blobs.get(top)
+                if value is not None and not np.all(np.isfinite(value)):
+                    return f"first non-finite output: layer '{node.layer.name}' (top '{top}')"
+        return ""
 
     def data_layers(self) -> list[Layer]:
         return [n.layer for n in self.nodes if hasattr(n.layer, "sampler")]

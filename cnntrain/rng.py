@@ -33,13 +33,16 @@ class RngStreams:
         """Restore :meth:`state`; anything else is a ValueError that says what is wrong."""
         try:
             states = json.loads(text)
+        except RecursionError:
+            raise ValueError("the random generator state is nested too deeply") from None
         except ValueError as err:
-            raise ValueError(f"the random generator state is not JSON ({err})") from None
+            raise ValueError(f"the random generator state is not JSON "
+                             f"({str(err).splitlines()[0]})") from None
         if not isinstance(states, dict):
             raise ValueError("the random generator state is not a mapping of streams")
         for name, state in states.items():
             try:
                 self.get(str(name)).bit_generator.state = state
-            except (ValueError, TypeError, KeyError) as err:
+            except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as err:
                 raise ValueError(f"the random generator state of stream '{name}' is invalid "
                                  f"({err})") from None

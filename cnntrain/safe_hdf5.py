@@ -84,6 +84,8 @@ def check_file(f, numeric_only: bool = False) -> None:
 
 def check_dataset(ds, name: str, numeric_only: bool = False) -> None:
     """The per-dataset part of :func:`check_file`."""
+    if ds.shape is None:   # a null dataspace (h5py.Empty): h5py cannot read it as an array
+        raise UnsafeFile(f"'{name}' is an empty dataset with no shape, not an array")
     if ds.is_virtual:
         raise UnsafeFile(f"'{name}' is a virtual dataset (its data lives in other files)")
     if ds.external:

@@ -64,6 +64,7 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        tmp.unlink(missing_ok=True)   # never write through a link planted under this name
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -72,6 +73,29 @@ def atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a folder's writer may be another process)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the half-written ``.NAME.tmp-PID`` files that :func:`atomic_write` left in
+    ``folder`` in processes that were killed (it removes its own on any error it lives
+    through). Run folders and ``cnntrain port``'s data folder call this on start."""
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def save_snapshot(path: Path, *, params, config: str, iteration: int, solver_type: str,
@@ -106,11 +130,25 @@ def save_snapshot(path: Path, *, params, config: str, iteration: int, solver_typ
         raise SnapshotError(f"could not write snapshot {path}: {os_error_reason(err)}") from None
 
 
-def _weights(group) -> dict[tuple[str, int], np.ndarray]:
+def _members(obj, name: str, path: Path) -> list[tuple[str, object]]:
+    """The members of group ``name``; a dataset in a group's place is a SnapshotError."""
+    if not hasattr(obj, "keys"):
+        raise SnapshotError(f"{path}: '{name}' is a dataset where a group belongs: not a "
+                            "cnntrain snapshot")
+    return list(obj.items())
+
+
+def _index(text: str, name: str, path: Path) -> int:
+    if not text.isdigit():
+        raise SnapshotError(f"{path}: '{name}/{text}' is not a parameter number")
+    return int(text)
+
+
+def _weights(group, path: Path) -> dict[tuple[str, int], np.ndarray]:
     out = {}
-    for layer, sub in group.items():
-        for idx, ds in sub.items():
-            out[(layer, int(idx))] = ds[()]
+    for layer, sub in _members(group, "data", path):
+        for idx, ds in _members(sub, f"data/{layer}", path):
+            out[(layer, _index(idx, f"data/{layer}", path))] = ds[()]
     return out
 
 
@@ -166,21 +204,29 @@ def load_snapshot(path: str | Path) -> Snapshot:
                 raise SnapshotError(f"refusing to read {path}: {err}") from None
             if "data" not in f:
                 raise SnapshotError(f"{path} holds no weights (no 'data' group): not a snapshot")
-            snap = Snapshot(str(path), _weights(f["data"]))
+            snap = Snapshot(str(path), _weights(f["data"], path))
             attrs = f.attrs
             if attrs.get("format") == FORMAT:
+                version = _attr(path, attrs, "version", int)
+                if version > VERSION:
+                    raise SnapshotError(f"{path} is a version {version} snapshot, newer than "
+                                        f"the version {VERSION} this cnntrain reads")
                 snap.config = _attr(path, attrs, "config", str)
                 snap.iteration = _attr(path, attrs, "iter", int)
                 snap.solver_type = _attr(path, attrs, "solver_type", str)
                 snap.rng = _attr(path, attrs, "rng", str)
                 if "callbacks" in attrs:
                     snap.callbacks = _json_attr(path, attrs, "callbacks")
-                for layer, sub in f.get("solver/history", {}).items():
-                    for idx, bufs in sub.items():
-                        snap.history[(layer, int(idx))] = [bufs[str(k)][()]
-                                                           for k in range(len(bufs))]
-                for layer, sub in f.get("state/data", {}).items():
-                    snap.data_state[layer] = {k: v[()] for k, v in sub.items()}
+                history = f.get("solver/history", {})
+                for layer, sub in _members(history, "solver/history", path):
+                    where = f"solver/history/{layer}"
+                    for idx, bufs in _members(sub, where, path):
+                        _members(bufs, f"{where}/{idx}", path)
+                        snap.history[(layer, _index(idx, where, path))] = [
+                            bufs[str(k)][()] for k in range(len(bufs))]
+                for layer, sub in _members(f.get("state/data", {}), "state/data", path):
+                    snap.data_state[layer] = {k: v[()] for k, v in
+                                              _members(sub, f"state/data/{layer}", path)}
             return snap
     except SnapshotError:
         raise
@@ -190,6 +236,20 @@ def load_snapshot(path: str | Path) -> Snapshot:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise SnapshotError(f"{path} is not a readable snapshot (truncated or corrupt?): "
                             f"{reason}") from None
+
+
+def stored_experiment(snap: Snapshot):
+    """The experiment of the config stored in ``snap``. An invalid one is a problem of
+    the snapshot (exit 4) for every command that reads it, not of a config the user gave."""
+    from cnntrain.config import experiment_from_text
+    from cnntrain.errors import ConfigError
+
+    if snap.config is None:
+        raise SnapshotError(f"{snap.path} holds no config: it is a weights-only file")
+    try:
+        return experiment_from_text(snap.config, f"{snap.path}:config")
+    except ConfigError as err:
+        raise SnapshotError(f"the config stored in the snapshot is invalid: {err}") from None
 
 
 def copy_weights(net, snap: Snapshot, *, strict: bool) -> list[str]:

@@ -110,6 +110,8 @@ class Trainer:
                                 f"uses {self.solver.type_name}; pass --weights to start over "
                                 "from its weights")
         copy_weights(self.train_net, snap, strict=True)
+        # After the checks that name a mismatch precisely (solver, net): any other change.
+        self._check_same_run(snap)
         history = [snap.history.get((layer, i)) for layer, i, _ in self.train_net.param_keys]
         if any(h is None for h in history):
             raise SnapshotError(f"{path} lacks solver history for some parameters")
@@ -142,6 +144,21 @@ class Trainer:
                 raise SnapshotError(f"{path}: {err}") from None
         self.last_snapshot = Path(path)
 
+    def _check_same_run(self, snap: Snapshot) -> None:
+        """A resume goes on with the config the snapshot was made with: only the fields
+        of ``RESUME_MAY_CHANGE`` (how long, how often to test and snapshot) may differ."""
+        from cnntrain.config.compare import RESUME_MAY_CHANGE, resume_differences
+        from cnntrain.snapshot import stored_experiment
+
+        changed = resume_differences(stored_experiment(snap), self.exp)
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
+                                              if len(changed) > 6 else "")
+            raise SnapshotError(
+                f"{snap.path} was made with another config: {shown} changed. A resume "
+                f"may change only solver.{{{','.join(RESUME_MAY_CHANGE)}}}, the name and "
+                "logging; start a new run from its weights with --weights instead")
+
     def load_weights(self, path: str | Path) -> list[str]:
         copied = copy_weights(self.train_net, load_snapshot(path), strict=False)
         if not copied:
@@ -153,6 +170,7 @@ class Trainer:
         try:
             return self._train(resumed)
         finally:
+            self.run.release()
             for callback in self.callbacks:
                 callback.close()
 
@@ -314,12 +332,7 @@ class Trainer:
 
     def _first_bad_blob(self) -> str:
         """The first layer, in forward order, whose output holds a NaN or inf."""
-        for node in self.train_net.nodes:
-            for top in node.tops:
-                value = self.train_net.blobs.get(top)
-                if value is not None and not np.all(np.isfinite(value)):
-                    return f"first non-finite output: layer '{node.layer.name}' (top '{top}')"
-        return ""
+        return self.train_net.first_nonfinite_output()
 
     def _first_bad_gradient(self) -> str:
         """The first layer, in backward order, with a NaN or inf parameter gradient."""
@@ -350,17 +363,10 @@ class Trainer:
 def load_test_net(path: str | Path, data_dir: str | None,
                   notify: Callable[[str], None] = print) -> tuple[Snapshot, ExperimentSpec, Net]:
     """A snapshot's TEST net with its weights, built from the config stored inside it."""
-    from cnntrain.config import experiment_from_text
-
-    from cnntrain.errors import ConfigError
+    from cnntrain.snapshot import stored_experiment
 
     snap: Snapshot = load_snapshot(path)
-    if snap.config is None:
-        raise SnapshotError(f"{path} holds no config: it is a weights-only file")
-    try:
-        exp = experiment_from_text(snap.config, f"{path}:config")
-    except ConfigError as err:
-        raise SnapshotError(f"the config stored in the snapshot is invalid: {err}") from None
+    exp = stored_experiment(snap)
     ctx = BuildContext(rngs=RngStreams(exp.solver.random_seed),
                        data_dir=None if data_dir is None else Path(data_dir), notify=notify)
     test_net = Net(exp.net, "TEST", ctx)  # only the TEST net: no training data to load
@@ -386,4 +392,7 @@ def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None
     """Evaluate a snapshot on its TEST net, built from the config stored inside it (``tta``
     as in :func:`evaluate_snapshot_net`)."""
     _, _, test_net = load_test_net(path, data_dir, notify)
-    return evaluate_snapshot_net(test_net, iterations, tta)
+    ev = evaluate_snapshot_net(test_net, iterations, tta)
+    if ev.nonfinite_note:
+        notify(ev.nonfinite_note)
+    return ev

@@ -17,6 +17,12 @@ LABELS = {
     "kills_survived": "kills survived (resumed to bit-identical weights)",
     "disk_full": "disk-full faults handled",
     "numerical": "numerical faults stopped",
+    "wrong_answers": "non-finite scores and odd images never scored as right",
+    "same_verdict": "configs given the same verdict by train --dry-run and train",
+    "run_folder": "run-folder faults refused (second writer, old run, symlink)",
+    "names": "names refused where the config is read",
+    "resume_changes": "resumes with a changed config refused or overridden",
+    "hostile_structure": "hostile snapshot, prototxt and archive structures refused",
     "tracebacks": "tracebacks seen (must be 0)",
     "code_executed": "code executed from data (must be 0)",
 }

@@ -85,19 +85,20 @@ def test_disk_full_during_a_snapshot_keeps_the_previous_one(tmp_path, data, monk
 def test_disk_full_while_appending_to_the_log_is_one_line(tmp_path, data, monkeypatch):
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG)
-    import cnntrain.rundir
+    from cnntrain.rundir import RunDir
 
-    real_open = open
+    real_append = RunDir._append
     writes = []
 
-    def full_open(path, mode="r", *args, **kwargs):
-        if "a" in mode and str(path).endswith("train.log"):
+    def full_append(path, *args, **kwargs):
+        if str(path).endswith("train.log"):
             writes.append(path)
             if len(writes) > 5:
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
+        return real_append(path, *args, **kwargs)
 
-    monkeypatch.setattr(cnntrain.rundir, "open", full_open, raising=False)
+    # The run folder opens its log for appending (never through a link) in one place.
+    monkeypatch.setattr(RunDir, "_append", staticmethod(full_append))
     result = run("train", config, "--data-dir", data, "--runs-dir", tmp_path / "r",
                  "--no-progress")
     line = one_line(result)

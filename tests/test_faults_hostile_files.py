@@ -402,7 +402,7 @@ HOSTILE_SNAPSHOTS = {   # name: (make(good, bad), words in the error, commands t
                             "made by the Evil solver", RESUME),
     "config with a python tag": (lambda s, d: _edit(s, d, _set_attr(
         "config", "!!python/object/apply:os.system ['touch /tmp/cnntrain-fault-pwned']")),
-        "config stored in the snapshot is invalid", ("test",)),
+        "config stored in the snapshot is invalid", ("test", "resume")),
     "format of another program": (lambda s, d: _edit(s, d, _set_attr("format", "other")),
                                   "weights", ("resume", "test")),
 }

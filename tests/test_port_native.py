@@ -204,13 +204,13 @@ def test_native_and_reader_sources_give_identical_batches(tmp_path, how):
     fake, _, paths = _write_split(tmp_path)
     readers = data_layer({"dataset": "cifar100", "batch_size": 7}, transform=AUGMENT,
                          data_dir=tmp_path / "src")
-    param = {"batch_size": 7}
+    param = {"batch_size": 7, "dataset": "cifar100"}     # required, also with hdf5
     if how == "hdf5":
         param["hdf5"] = "cifar100-train.h5"     # relative: in the data directory
     elif how == "hdf5-absolute":
         param["hdf5"] = str(paths["train"])
     else:
-        param["dataset"] = "cifar100"           # prefers the native file when it is there
+        pass                                    # prefers the native file when it is there
     native = data_layer(param, transform=AUGMENT, data_dir=tmp_path / "data")
     assert native.images.source == str(paths["train"])
     assert readers.images.source != native.images.source
@@ -232,14 +232,17 @@ def test_coarse_labels_from_native_and_readers(tmp_path):
 
 def test_split_comes_from_the_file_and_mismatches_name_the_field(tmp_path):
     _write_split(tmp_path)
-    test = data_layer({"hdf5": "cifar100-test.h5", "batch_size": 4}, phase="TEST",
+    test = data_layer({"hdf5": "cifar100-test.h5", "dataset": "cifar100", "batch_size": 4},
+                      phase="TEST",
                       data_dir=tmp_path / "data")
     assert test.split == "test" and len(test.images.labels) == 8
-    cases = [({"hdf5": "cifar100-train.h5", "split": "test"}, "data_param.split",
+    cases = [({"hdf5": "cifar100-train.h5", "dataset": "cifar100", "split": "test"},
+              "data_param.split",
               "is test, but"),
              ({"hdf5": "cifar100-train.h5", "dataset": "cifar10"}, "data_param.dataset",
               "is cifar10, but"),
-             ({}, "data_param.dataset", "unless data_param.hdf5 names")]
+             ({}, "data_param.dataset", "is required"),
+             ({"hdf5": "cifar100-train.h5"}, "data_param.dataset", "is required")]
     for param, field, words in cases:
         with pytest.raises(ConfigError) as excinfo:
             data_layer({**param, "batch_size": 4}, data_dir=tmp_path / "data")

@@ -184,7 +184,7 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
     "input_param": {"shape": Field("shape", REQUIRED)},
     "data_param": {
         "dataset": Field("enum", None, choices=("cifar10", "cifar100"),
-                         doc="required unless hdf5 is given (then it must match the file)"),
+                         doc="required (with hdf5 it must match the file)"),
         "hdf5": Field("str", None, doc="a native file written by cnntrain port; a relative "
                                        "path is taken in the data directory"),
         "labels": Field("enum", "fine", choices=("fine", "coarse"),

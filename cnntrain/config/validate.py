@@ -5,6 +5,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from cnntrain.config import schema
@@ -97,6 +98,9 @@ def check_block(fields: dict[str, Field], raw: Any, where: Where, layer: str | N
             out[key] = default
             continue
         out[key] = _check_value(spec, raw[key], inner, layer, name, fail)
+    if fields is schema.FILLER and out.type == "uniform" and out.min > out.max:
+        raise inner.error(f"min {out.min:g} is greater than max {out.max:g}", layer=layer,
+                          field_name=prefix + "min")
     return out
 
 
@@ -138,6 +142,36 @@ def _check_value(spec: Field, value: Any, where: Where, layer, name: str, fail) 
     raise AssertionError(spec.kind)
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a layer, blob, shared parameter or run, or None.
+
+    Names become HDF5 paths in snapshots (``data/<layer>/0``), folder names and lines
+    of output, so they hold no path separator, are not '.' or '..', and hold no
+    control or invisible formatting characters (a right-to-left override would make
+    the name print as another)."""
+    import unicodedata
+
+    if "/" in name:
+        return "must not contain '/' (names become paths in snapshots and run folders)"
+    if name in (".", ".."):
+        return f"must not be '{name}' (names become paths in snapshots and run folders)"
+    for char in name:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return f"must not contain control characters ({char!r})"
+        if category in ("Cf", "Zl", "Zp"):
+            return (f"must not contain invisible formatting characters such as bidi "
+                    f"overrides (U+{ord(char):04X})")
+    return None
+
+
+def _check_name(name: str, where: Where, layer: str | None, field_name: str) -> None:
+    problem = name_problem(name)
+    if problem:
+        raise where.error(problem, layer=layer if field_name != "name" else None,
+                          field_name=field_name)
+
+
 def _names(value: Any, where: Where, layer: str, field_name: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -146,6 +180,7 @@ def _names(value: Any, where: Where, layer: str, field_name: str) -> tuple[str, 
         if not isinstance(item, str) or not item:
             raise where.error(f"must be a blob name or a list of them, got {item!r}",
                               layer=layer, field_name=field_name)
+        _check_name(item, where, layer, field_name)
     return tuple(items)
 
 
@@ -174,6 +209,7 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise where.error(f"layer #{index + 1} needs a 'name' (non-empty text)", field_name="name")
+    _check_name(name, where, None, f"layer #{index + 1} name")
     type_name = raw.get("type")
     if not isinstance(type_name, str):
         raise where.error("is required (a Caffe layer type such as Convolution)",
@@ -194,6 +230,8 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
             raise where.error(f"unknown field{hint}", layer=name, field_name=key)
     blocks = {b: check_block(schema.PARAM_BLOCKS[b], raw.get(b), where, name, b + ".")
               for b in cls.param_blocks}
+    if type_name == "Data":
+        _check_data_blocks(blocks, where, name)
     bottom = _names(raw.get("bottom"), where, name, "bottom")
     top = _names(raw.get("top"), where, name, "top")
     for what, got, (lo, hi) in (("bottom", bottom, cls.num_bottom), ("top", top, cls.num_top)):
@@ -206,6 +244,9 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
         params_raw = [params_raw]
     param_specs = tuple(ParamSpec(**check_block(schema.PARAM_SPEC, p, where, name, f"param[{i}]."))
                         for i, p in enumerate(params_raw))
+    for i, param in enumerate(param_specs):
+        if param.name is not None:
+            _check_name(param.name, where, name, f"param[{i}].name")
     loss_weight = raw.get("loss_weight")
     if loss_weight is not None:
         items = loss_weight if isinstance(loss_weight, list) else [loss_weight]
@@ -225,6 +266,27 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
                      include=_phases(raw.get("include"), where, name, "include"),
                      exclude=_phases(raw.get("exclude"), where, name, "exclude"),
                      loss_weight=loss_weight, propagate_down=prop, blocks=blocks, where=where)
+
+
+def _check_data_blocks(blocks: dict[str, Block], where: Where, layer: str) -> None:
+    """What a Data layer's fields must say whether or not its data is read: train and
+    ``--dry-run`` (which builds the net without data) give the same verdict."""
+    from cnntrain.tools.inputs import DATASETS
+
+    p, t = blocks["data_param"], blocks["transform_param"]
+    if p.dataset is None:
+        raise where.error("is required (cifar10 or cifar100; with hdf5 it must match the file)",
+                          layer=layer, field_name="data_param.dataset")
+    channels = DATASETS[p.dataset][0][0]
+    if not t.mean_image and t.mean_value is not None \
+            and len(t.mean_value) not in (1, channels):
+        raise where.error(f"needs 1 or {channels} values, got {len(t.mean_value)}",
+                          layer=layer, field_name="transform_param.mean_value")
+    largest = float(np.finfo(np.float32).max)   # nets train in float32
+    for key, value in (("scale", t.scale), ("mean_value", t.mean_value)):
+        if value is not None and np.max(np.abs(value)) > largest:
+            raise where.error(f"{np.max(np.abs(value)):g} is beyond the {largest:g} of float32",
+                              layer=layer, field_name=f"transform_param.{key}")
 
 
 def parse_net(raw: Any, file: str | None) -> NetSpec:
@@ -348,7 +410,36 @@ def parse_solver(raw: Any, file: str | None) -> SolverSpec:
     for key in ("lookahead_decay", "lookahead_decay_power"):
         if key in given and not values.lookahead_interval:
             unused(key, "with lookahead_interval > 0")
+    _check_rates(values, where)
     return SolverSpec(values=values, where=where)
+
+
+def _check_rates(values: Block, where: Where) -> None:
+    """The learning rate stays finite and not negative over the whole run: a negative
+    rate climbs the loss, and Python's powers fail on some (inv: 0 to a negative power)."""
+    import math
+
+    from cnntrain.solvers.lr_policy import learning_rate
+
+    policy = values.lr_policy
+    if policy in ("step", "multistep", "exp") and values.gamma <= 0:
+        raise where.error(f"must be > 0 for lr_policy {policy} (the rate is base_lr times "
+                          f"powers of gamma), got {values.gamma:g}", field_name="solver.gamma")
+    if policy == "inv" and values.gamma < 0:
+        raise where.error(f"must be >= 0 for lr_policy inv (1 + gamma * iter must stay "
+                          f"positive), got {values.gamma:g}", field_name="solver.gamma")
+    if policy == "poly" and values.power < 0:
+        raise where.error(f"must be >= 0 for lr_policy poly, got {values.power:g}",
+                          field_name="solver.power")
+    # The remaining policies are monotone between these points (or bounded by them).
+    for it in sorted({0, 1, max(values.max_iter - 1, 0)}):
+        try:
+            rate = learning_rate(values, it)
+        except (OverflowError, ZeroDivisionError, ValueError):
+            rate = math.inf
+        if not (math.isfinite(rate) and rate >= 0):
+            raise where.error(f"gives a learning rate of {rate:g} at iteration {it}; it must "
+                              "stay finite and >= 0", field_name="solver.lr_policy")
 
 
 def _plain(value: Any) -> Any:
@@ -379,8 +470,12 @@ def parse_experiment(raw: Any, file: str, base_dir: Path | None, default_name: s
         if isinstance(net_raw, dict) and set(net_raw) == {"net"}:
             net_raw = net_raw["net"]
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+    if not isinstance(name, str) or not name:
         raise where.error("must be a simple name (used as the run folder)", field_name="name")
+    _check_name(name, where, None, "name")
+    if name.startswith("."):
+        raise where.error("must not start with '.' (the run folder would be hidden)",
+                          field_name="name")
     net = parse_net(net_raw, net_file)
     solver = parse_solver(raw["solver"], file)
     _check_early_stop(net, solver)

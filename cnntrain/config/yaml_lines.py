@@ -57,6 +57,12 @@ def load_yaml_text(text: str, file: str) -> Any:
         raise ConfigError(f"invalid YAML: {str(err).splitlines()[0]}", file=file) from None
     except RecursionError:  # PyYAML parses and builds nested collections recursively
         raise ConfigError("invalid YAML: nested too deeply", file=file) from None
+    except ValueError as err:
+        # Python refuses to convert integers of more than 4300 digits (and PyYAML builds
+        # numbers and dates with int()); say so without Python's own advice.
+        reason = ("a number has too many digits" if "digits" in str(err)
+                  else f"a value cannot be read: {str(err).splitlines()[0]}")
+        raise ConfigError(f"invalid YAML: {reason}", file=file) from None
 
 
 def load_yaml_file(path: Path) -> Any:

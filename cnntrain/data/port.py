@@ -119,6 +119,10 @@ def port(name: str, *, data_dir: Path, from_path: Path | None = None, labels: st
     start = time.perf_counter()
     data_dir = Path(data_dir).expanduser()
     files = {split: native_path(data_dir, name, split) for split in SPLITS}
+    if data_dir.is_dir():     # the temporaries of a port that was killed mid-write
+        from cnntrain.snapshot import remove_stale_temporaries
+
+        remove_stale_temporaries(data_dir)
     if from_path is not None:
         source_path = Path(from_path).expanduser()
         if not source_path.exists():

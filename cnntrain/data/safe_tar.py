@@ -19,9 +19,12 @@ from typing import Callable, Iterator
 
 from cnntrain.errors import DatasetError
 
-# No CIFAR member comes near this; it stops a small archive that inflates into
-# a huge member from taking all memory.
-MAX_MEMBER_BYTES = 1 << 30
+# The largest CIFAR member (CIFAR-100's python train batch) is 155 MB; these stop a
+# small archive that inflates into huge members from taking all memory. Sizes are the
+# members' declared ones, checked before a member is read (and a member is never read
+# past its declared size).
+MAX_MEMBER_BYTES = 1 << 28
+MAX_ARCHIVE_BYTES = 1 << 30
 
 _CHUNK = 1 << 20
 
@@ -75,8 +78,18 @@ def _walk(archive: Path, want: Callable[[str], bool]
     try:
         with raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
             with tarfile.open(fileobj=gz, mode="r|", bufsize=_CHUNK) as tar:
+                seen: set[str] = set()
+                total = 0
                 for member in tar:
                     name = member_path(archive, member)
+                    if name in seen and not member.isdir():
+                        raise DatasetError(f"refusing to read {archive}: it holds two members "
+                                           f"named '{name}'")
+                    seen.add(name)
+                    total += member.size if member.isfile() else 0
+                    if total > MAX_ARCHIVE_BYTES:
+                        raise DatasetError(f"refusing to read {archive}: its members claim "
+                                           f"more than {MAX_ARCHIVE_BYTES} bytes in all")
                     data = None
                     if member.isfile() and want(name):
                         data = tar.extractfile(member).read()

@@ -19,6 +19,7 @@ with the BLAS workers.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import threading
@@ -126,7 +127,9 @@ def _alongside(jobs: list[Callable[[], object]], own: Callable[[], object]) -> N
 
     The caller's part, like a worker's, splits no further. An exception in any part
     is raised here, after every part has finished."""
-    futures = [_executor().submit(job) for job in jobs]
+    # Each job runs in a copy of the caller's context: NumPy keeps np.errstate there, so
+    # a caller that handles overflow itself gets no warnings from the workers either.
+    futures = [_executor().submit(contextvars.copy_context().run, job) for job in jobs]
     _in_worker.flag = True
     try:
         own()

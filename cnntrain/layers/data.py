@@ -30,25 +30,14 @@ class Data(Layer):
 
     def setup(self, bottom_shapes):
         p, t = self.param("data_param"), self.param("transform_param")
-        if p.dataset is None and p.hdf5 is None:
-            raise SetupError("is required (cifar10 or cifar100), unless data_param.hdf5 names "
-                             "a file written by cnntrain port", "data_param.dataset")
         data_dir = self.ctx.data_dir if p.source is None else p.source
         try:
             mean = self._open(p, t, data_dir)
         except DatasetError as err:
             # Keep the dataset's own exit code; say which config and layer asked for it.
             raise DatasetError(f"{self.spec.where.file}: layer '{self.name}': {err}") from None
-        if not t.mean_image and t.mean_value is not None:
-            if len(t.mean_value) not in (1, self.images.images.shape[1]):
-                raise SetupError(f"needs 1 or {self.images.images.shape[1]} values, got "
-                                 f"{len(t.mean_value)}", "transform_param.mean_value")
+        if not t.mean_image and t.mean_value is not None:   # its length: checked in validate
             mean = np.asarray(t.mean_value).reshape(-1, 1, 1)
-        largest = float(np.finfo(self.dtype).max)
-        for name, value in (("scale", t.scale), ("mean_value", t.mean_value)):
-            if value is not None and np.max(np.abs(value)) > largest:
-                raise SetupError(f"{np.max(np.abs(value)):g} is beyond the {largest:g} of "
-                                 f"{self.dtype.name}", f"transform_param.{name}")
         shape = self.images.images.shape
         for name, value in (("shift", t.shift), ("test_shift", t.test_shift)):
             if value >= min(shape[2:]):

@@ -211,13 +211,13 @@ class InfogainLoss(_SoftmaxCrossEntropy):
         if source.endswith(".binaryproto"):
             raise SetupError(f"'{source}' is a Caffe binaryproto; cnntrain reads H from a .npy "
                              "file (numpy.save)", field)
+        from cnntrain.safe_npy import NpyError, read_npy
+
         try:
-            h = np.load(source, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise SetupError(f"cannot read '{source}' as a .npy file: {err}", field) from None
-        if h.shape != (k, k):
-            raise SetupError(f"'{source}' holds an array of shape {h.shape}; the scores have "
-                             f"{k} classes, so H must be {k}x{k}", field)
+            h = read_npy(source, shape=(k, k))
+        except NpyError as err:
+            raise SetupError(f"cannot read '{source}' as H: {err} (the scores have {k} "
+                             f"classes, so H must be {k}x{k})", field) from None
         if not np.all(np.isfinite(h)):
             raise SetupError(f"'{source}' holds values that are not finite", field)
         return h.astype(self.dtype)
@@ -339,12 +339,19 @@ def label_rank(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """How many classes score strictly higher than each row's label; a row is a top-k
     hit when this is below k (Caffe's rule, so ties count in the label's favour).
 
-    A row with a NaN anywhere ranks last: NaN compares false with everything, so by
-    the plain rule an overflowed net would have no class above its labels and score 100 %.
+    A row with a NaN or an infinity anywhere ranks last (see :func:`scored_rows`): NaN
+    compares false with everything and +inf ties with +inf, so by the plain rule an
+    overflowed net would have no class above its labels and score 100 %.
     """
     target = rows[np.arange(len(labels)), labels]
     higher = (rows > target[:, None]).sum(axis=1)
-    return np.where(np.isnan(rows).any(axis=1), rows.shape[1], higher)
+    return np.where(scored_rows(rows), higher, rows.shape[1])
+
+
+def scored_rows(rows: np.ndarray) -> np.ndarray:
+    """Which rows of (N, classes) scores make a prediction at all: those whose scores are
+    all finite. Any other row is a miss wherever accuracy is counted."""
+    return np.isfinite(rows).all(axis=1)
 
 
 @register("Accuracy")

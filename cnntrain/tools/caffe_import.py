@@ -651,8 +651,13 @@ def weights_to_snapshot(exp, weights_path: str | Path, out_path: str | Path,
     rngs = RngStreams(exp.solver.random_seed)
     net = Net(spec, "TRAIN", BuildContext(rngs, np.float32, notify=lambda _: None))
     filled, used = [], set()
+    in_file = {layer for layer, _ in weights}
     for layer, i, p in net.param_keys:
         saved = weights.get((layer, i))
+        if saved is None and layer in in_file:
+            # Half a layer (weights without their bias) is a damaged file, not a new layer.
+            raise SnapshotError(f"{weights_path}: layer '{layer}' has some parameters in the "
+                                f"file but not param {i}")
         if saved is None:
             report.drop(str(weights_path), f"layer '{layer}' param {i} is not in the file: it "
                                            "keeps its initial values")
@@ -666,6 +671,9 @@ def weights_to_snapshot(exp, weights_path: str | Path, out_path: str | Path,
             else:
                 raise SnapshotError(f"{weights_path}: layer '{layer}' param {i} has shape "
                                     f"{saved.shape} in the file but {p.data.shape} in the net")
+        if saved.dtype.kind != "f" or not np.all(np.isfinite(saved)):
+            raise SnapshotError(f"{weights_path}: layer '{layer}' param {i} holds NaN, inf "
+                                "or values that are not floating point")
         p.data[...] = saved
         used.add((layer, i))
         filled.append(layer)

@@ -60,24 +60,50 @@ def _pillow():
     return Image
 
 
+# Far beyond any image a CIFAR-sized net is meant for; a header claiming more pixels is
+# refused before decoding (a small "decompression bomb" file can claim gigapixels).
+MAX_IMAGE_PIXELS = 1 << 26
+MAX_ARRAY_VALUES = 1 << 30      # a .npy of images: 4 GiB of float32 at most
+
+
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """A PNG/JPEG file as (C, H, W) uint8."""
+    """A PNG/JPEG file as (C, H, W) uint8. 16-bit images are scaled to 8 bits (65535 →
+    255), never clipped; 32-bit integer or float images are refused."""
+    import warnings
+
     Image = _pillow()
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise CnnTrainError(f"{path}: the image claims {width}x{height} pixels, more "
+                                    f"than the {MAX_IMAGE_PIXELS} read at most")
+            if img.mode.startswith("I;16"):
+                wide = np.asarray(img).astype(np.float64)
+                img = Image.fromarray(np.rint(wide / 257).astype(np.uint8), "L")
+            elif img.mode in ("I", "F"):
+                raise CnnTrainError(f"{path}: a {'32-bit integer' if img.mode == 'I' else 'float'}"
+                                    " image; save it with 8 or 16 bits per channel")
             img = img.convert("L" if channels == 1 else "RGB")
             array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise CnnTrainError(f"{path}: refused as a decompression bomb: {err}") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise CnnTrainError(f"{path}: cannot read the image: {err}") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
 def read_array(path: Path, channels: int) -> np.ndarray:
     """A ``.npy`` file as (N, C, H, W) pixel values."""
+    from cnntrain.safe_npy import NpyError, read_npy
+
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise CnnTrainError(f"{path}: not a readable .npy array: {err}") from None
+        array = read_npy(path, max_values=MAX_ARRAY_VALUES)
+    except NpyError as err:
+        raise CnnTrainError(f"{path}: not a readable .npy array of images: {err}") from None
     if array.dtype.kind not in "uif":
         raise CnnTrainError(f"{path}: holds {array.dtype} values; expected uint8 or float pixels")
     shape = array.shape
@@ -146,15 +172,14 @@ class Predictor:
 
     def __init__(self, snapshot: str | Path, data_dir: str | None = None,
                  notify: Callable[[str], None] = print):
-        from cnntrain.config import experiment_from_text
-        from cnntrain.snapshot import load_snapshot
+        from cnntrain.snapshot import load_snapshot, stored_experiment
 
         self.path = str(snapshot)
         self.snap = load_snapshot(snapshot)
         if self.snap.config is None:
             raise SnapshotError(f"{snapshot} holds no config (a weights-only file): predict "
                                 "needs a snapshot written by cnntrain")
-        self.exp = experiment_from_text(self.snap.config, f"{snapshot}:config")
+        self.exp = stored_experiment(self.snap)
         self.data_dir, self.notify = data_dir, notify
         layers = [s for s in self.exp.net.layers if s.in_phase("TEST")]
         self.data_spec = next((s for s in layers if s.type == "Data"), None)
@@ -293,6 +318,11 @@ class Predictor:
         net.forward()
         scores, is_prob = self._scores(net)
         scores = scores.reshape(scores.shape[0], -1)[:len(x)]
+        if not np.all(np.isfinite(scores)):
+            # A NaN or infinite score ranks nothing: no class can be named for the image.
+            raise CnnTrainError(f"the net's scores are not finite for "
+                                f"{int((~np.isfinite(scores).all(axis=1)).sum())} of {len(x)} "
+                                f"images ({net.first_nonfinite_output()}): no prediction")
         return scores.astype(np.float64) if is_prob else _softmax(scores)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:

@@ -155,7 +155,10 @@ def tokenize(text: str, file: str) -> list[_Token]:
             if kind == "string":
                 token.value = _unescape(value[1:-1], fail)
             elif kind == "number":
-                token.value = _number(value)
+                try:
+                    token.value = _number(value)
+                except ValueError:   # Python converts at most 4300 digits
+                    fail(f"the number {value[:20]}... has too many digits")
             elif kind == "signed_ident":
                 lowered = value[1:].lower()
                 if lowered not in ("inf", "infinity", "nan"):
@@ -166,6 +169,9 @@ def tokenize(text: str, file: str) -> list[_Token]:
             tokens.append(token)
         pos = m.end()
     return tokens
+
+
+MAX_DEPTH = 100
 
 
 class _Parser:
@@ -187,6 +193,16 @@ class _Parser:
         return token
 
     def message(self, close: str | None, line: int) -> Message:
+        # Messages nest by recursion; no real net comes close to this depth.
+        self.depth = getattr(self, "depth", 0) + 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"messages nested more than {MAX_DEPTH} deep", self.peek())
+        try:
+            return self._message(close, line)
+        finally:
+            self.depth -= 1
+
+    def _message(self, close: str | None, line: int) -> Message:
         msg = Message(line=line)
         while True:
             token = self.peek()
