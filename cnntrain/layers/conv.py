@@ -14,7 +14,7 @@ from cnntrain.engine.parallel import (MIN_SPLIT_MACS, channel_sums, copy_over_ba
 from cnntrain.engine.winograd import (WinogradConvolution, best_tile, winograd_applies,
                                       winograd_pays)
 from cnntrain.layers.base import Layer, SetupError, Shape, register
-from cnntrain.layers.geometry import conv_geometry, nchw
+from cnntrain.layers.geometry import ConvGeometry, conv_geometry, nchw
 
 # Columns per chunk: few enough to stay in cache between im2col and the GEMMs that
 # read them. Measured on cifar10_quick (2 workers, whole steps alternating in one
@@ -30,6 +30,125 @@ def channel_first_columns(kw: int, channels_per_group: int, wo: int) -> bool:
     NHWC column run (kw*C/G floats) is shorter than an output row (wo floats), the run
     the channel-first layout copies at a time."""
     return kw * channels_per_group < wo
+
+
+# --- the math, in reference form ---------------------------------------------------
+# What the layer computes, written for reading: plain NumPy over a padded NCHW input,
+# no layout tricks, no chunking. The tests hold the fast path (``engine.conv_plan``)
+# to these functions; the gradient checks hold these functions to the chain rule.
+#
+# With ``cols = im2col(pad(x))``, (N, C*kh*kw, Ho*Wo), one column per output pixel
+# holding its receptive field in (c, i, j) order, and W as (G, Cout/G, C/G*kh*kw):
+#
+#     y  = W @ cols + b                     (forward, one GEMM per group)
+#     dW = sum over images of dy @ colsᵀ    (weight gradient)
+#     dx = crop(col2im(Wᵀ @ dy))            (input gradient)
+#
+# col2im is im2col's adjoint (it adds each column back onto the pixels it was read
+# from), so col2im(Wᵀ dy) is the textbook "full convolution of dy with the kernel
+# rotated by 180°, input and output channels swapped": for each input pixel it sums
+# dy over every output whose window covered it, weighted by the tap that covered it.
+# ``conv_input_grad_full_reference`` writes that second form out (dy spread out by
+# the stride, padded by span - 1 - pad, correlated with rot180(W)) and the tests
+# check the two agree.
+
+
+def im2col_reference(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+                     dilation: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
+    """Columns (N, C*kh*kw, Ho*Wo) of the padded NCHW ``xp``: entry ((c, i, j), (y, x))
+    is ``xp[c, y*sh + i*dh, x*sw + j*dw]``."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
+    n, c = xp.shape[:2]
+    cols = np.empty((n, c, kh, kw, ho, wo), xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                                  j * dw:j * dw + sw * (wo - 1) + 1:sw]
+    return cols.reshape(n, c * kh * kw, ho * wo)
+
+
+def col2im_reference(cols: np.ndarray, padded_shape: Shape, kernel: tuple[int, int],
+                     stride: tuple[int, int], dilation: tuple[int, int],
+                     out: tuple[int, int]) -> np.ndarray:
+    """im2col's adjoint: every column entry added back onto the pixel it came from."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
+    n, c = padded_shape[:2]
+    xp = np.zeros(padded_shape, cols.dtype)
+    cols = cols.reshape(n, c, kh, kw, ho, wo)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+               j * dw:j * dw + sw * (wo - 1) + 1:sw] += cols[:, :, i, j]
+    return xp
+
+
+def _per_group(a: np.ndarray, groups: int) -> np.ndarray:
+    """(N, G*k, P) -> (N, G, k, P)."""
+    return a.reshape(a.shape[0], groups, -1, a.shape[-1])
+
+
+def conv_forward_reference(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None,
+                           geo: ConvGeometry) -> np.ndarray:
+    """``y = W @ im2col(pad(x)) + b``, per group."""
+    n, _, h, w = x.shape
+    ho = conv_out_size(h, geo.kh, geo.sh, geo.ph, geo.dh)
+    wo = conv_out_size(w, geo.kw, geo.sw, geo.pw, geo.dw)
+    xp = np.pad(x, ((0, 0), (0, 0), (geo.ph, geo.ph), (geo.pw, geo.pw)))
+    cols = _per_group(im2col_reference(xp, (geo.kh, geo.kw), (geo.sh, geo.sw),
+                                       (geo.dh, geo.dw), (ho, wo)), geo.group)
+    wmat = weights.reshape(geo.group, geo.cout // geo.group, -1)
+    y = (wmat @ cols).reshape(n, geo.cout, ho, wo)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def conv_weight_grad_reference(x: np.ndarray, dy: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """``dW = sum over images of dy @ colsᵀ``, per group: (Cout, C/G, kh, kw)."""
+    xp = np.pad(x, ((0, 0), (0, 0), (geo.ph, geo.ph), (geo.pw, geo.pw)))
+    cols = _per_group(im2col_reference(xp, (geo.kh, geo.kw), (geo.sh, geo.sw),
+                                       (geo.dh, geo.dw), dy.shape[2:]), geo.group)
+    dyg = _per_group(dy.reshape(dy.shape[0], geo.cout, -1), geo.group)
+    dw = (dyg @ cols.transpose(0, 1, 3, 2)).sum(axis=0)
+    return dw.reshape(geo.cout, -1, geo.kh, geo.kw)
+
+
+def conv_input_grad_reference(dy: np.ndarray, weights: np.ndarray, geo: ConvGeometry,
+                              in_shape: Shape) -> np.ndarray:
+    """``dx = crop(col2im(Wᵀ @ dy))``, per group."""
+    n, c, h, w = in_shape
+    wmat = weights.reshape(geo.group, geo.cout // geo.group, -1)
+    dyg = _per_group(dy.reshape(n, geo.cout, -1), geo.group)
+    dcols = (wmat.transpose(0, 2, 1) @ dyg).reshape(n, -1, dy.shape[2] * dy.shape[3])
+    dxp = col2im_reference(dcols, (n, c, h + 2 * geo.ph, w + 2 * geo.pw), (geo.kh, geo.kw),
+                           (geo.sh, geo.sw), (geo.dh, geo.dw), dy.shape[2:])
+    return dxp[:, :, geo.ph:geo.ph + h, geo.pw:geo.pw + w]
+
+
+def conv_input_grad_full_reference(dy: np.ndarray, weights: np.ndarray, geo: ConvGeometry,
+                                   in_shape: Shape) -> np.ndarray:
+    """The same dx as the textbook writes it: spread dy out by the stride (stride-1
+    zeros between its pixels), pad it by ``span - 1 - pad`` (``span``: the dilated
+    kernel's extent), and correlate that with the kernels rotated by 180°, input and
+    output channels swapped. Rows and columns of x that no window reached (a stride
+    that does not divide the padded size) get a zero gradient."""
+    n, c, h, w = in_shape
+    ho, wo = dy.shape[2:]
+    span_h, span_w = geo.dh * (geo.kh - 1) + 1, geo.dw * (geo.kw - 1) + 1
+    spread = np.zeros((n, geo.cout, geo.sh * (ho - 1) + 1, geo.sw * (wo - 1) + 1), dy.dtype)
+    spread[:, :, ::geo.sh, ::geo.sw] = dy
+    # Padding by span - 1 - pad can be negative (a pad wider than the kernel): crop then.
+    qh, qw = span_h - 1 - geo.ph, span_w - 1 - geo.pw
+    spread = np.pad(spread, ((0, 0), (0, 0), (max(qh, 0),) * 2, (max(qw, 0),) * 2))
+    spread = spread[:, :, max(-qh, 0):spread.shape[2] - max(-qh, 0),
+                    max(-qw, 0):spread.shape[3] - max(-qw, 0)]
+    g, cog = geo.group, geo.cout // geo.group
+    rotated = (weights.reshape(g, cog, c // g, geo.kh, geo.kw)[:, :, :, ::-1, ::-1]
+               .transpose(0, 2, 1, 3, 4).reshape(c, cog, geo.kh, geo.kw))
+    full = conv_forward_reference(spread, rotated, None, geo._replace(
+        sh=1, sw=1, ph=0, pw=0, cout=c))
+    dx = np.zeros(in_shape, dy.dtype)
+    rows, cols = min(h, full.shape[2]), min(w, full.shape[3])
+    dx[:, :, :rows, :cols] = full[:, :, :rows, :cols]
+    return dx
 
 
 @register("Convolution")
@@ -57,8 +176,9 @@ class Convolution(Layer):
     def setup(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         n, c, h, w = nchw(bottom_shapes)
         p = self.param("convolution_param")
+        self.geometry = conv_geometry(p, "convolution_param", c)
         (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.group,
-         self.cout) = conv_geometry(p, "convolution_param", c)
+         self.cout) = self.geometry
         # The extent a dilated kernel spans: its taps are dh (dw) pixels apart.
         self.span_h, self.span_w = self.dh * (self.kh - 1) + 1, self.dw * (self.kw - 1) + 1
         if h + 2 * self.ph < self.span_h or w + 2 * self.pw < self.span_w:

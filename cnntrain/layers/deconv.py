@@ -9,7 +9,40 @@ from cnntrain.engine import (batch_chunk, col2im, gemm, groups_to_nchw, im2col,
                              nchw_to_groups, pad_to_nhwc)
 from cnntrain.engine.parallel import channel_sums
 from cnntrain.layers.base import Layer, SetupError, Shape, register
-from cnntrain.layers.geometry import conv_geometry, nchw
+from cnntrain.layers.conv import (conv_forward_reference, conv_input_grad_reference,
+                                  conv_weight_grad_reference)
+from cnntrain.layers.geometry import ConvGeometry, conv_geometry, nchw
+
+# --- the math, in reference form ---------------------------------------------------
+# A Deconvolution with weights W (C_in, C_out/G, kh, kw) is the adjoint of the
+# Convolution from C_out to C_in channels with the same W (see layers/conv.py):
+#
+#     y  = crop(col2im(Wᵀ @ x)) + b     (that Convolution's input gradient)
+#     dx = W @ im2col(pad(dy))          (its forward)
+#     dW = sum over images of x @ im2col(pad(dy))ᵀ   (its weight gradient, with dy
+#                                       as the input and x as the output's gradient)
+#
+# The tests hold the fast path to these functions.
+
+
+def adjoint_geometry(geo: ConvGeometry, in_channels: int) -> ConvGeometry:
+    """The Convolution whose adjoint a Deconvolution of ``in_channels`` inputs is."""
+    return geo._replace(cout=in_channels)
+
+
+def deconv_forward_reference(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None,
+                             geo: ConvGeometry, out_shape: Shape) -> np.ndarray:
+    y = conv_input_grad_reference(x, weights, adjoint_geometry(geo, x.shape[1]), out_shape)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def deconv_input_grad_reference(dy: np.ndarray, weights: np.ndarray,
+                                geo: ConvGeometry) -> np.ndarray:
+    return conv_forward_reference(dy, weights, None, adjoint_geometry(geo, weights.shape[0]))
+
+
+def deconv_weight_grad_reference(x: np.ndarray, dy: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    return conv_weight_grad_reference(dy, x, adjoint_geometry(geo, x.shape[1]))
 
 
 @register("Deconvolution")
@@ -30,8 +63,9 @@ class Deconvolution(Layer):
     def setup(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         n, c, h, w = nchw(bottom_shapes)
         p = self.param("convolution_param")
+        self.geometry = conv_geometry(p, "convolution_param", c)
         (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.group,
-         self.cout) = conv_geometry(p, "convolution_param", c)
+         self.cout) = self.geometry
         # A dilated kernel's taps are dilation pixels apart: it spans d*(k-1)+1.
         self.ho = self.sh * (h - 1) + self.dh * (self.kh - 1) + 1 - 2 * self.ph
         self.wo = self.sw * (w - 1) + self.dw * (self.kw - 1) + 1 - 2 * self.pw

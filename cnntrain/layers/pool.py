@@ -3,7 +3,7 @@ and border divisors."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -43,6 +43,100 @@ def phase_span(phase: int, stride: int, pad: int, size: int, length: int) -> tup
     if first >= length or source >= size:
         return min(first, length), 0, 0
     return first, source, min(length - first, (size - 1 - source) // stride + 1)
+
+
+class PoolGeometry(NamedTuple):
+    """One pooling layer's windows: kernel, stride, pad and output size per axis."""
+
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    ho: int
+    wo: int
+
+
+# --- the math, in reference form ---------------------------------------------------
+# What the layer computes, written for reading: every window as one row of kh*kw
+# values, kernel offsets in row-major order. The tests hold the fast path
+# (``engine.pool_plan``) to these functions; the gradient checks hold these to the
+# chain rule.
+#
+#     MAX:  y = max over the window;  dx[argmax] += dy  (the *first* maximum, as
+#           Caffe's argmax; padding is -inf and never wins unless the whole window
+#           is -inf or NaN, when the gradient goes to the window's first element)
+#     AVE:  y = sum over the window / divisor;  every window element += dy / divisor
+#           (padding counts in the divisor, overhang past the pad does not)
+
+
+def padded_size(size: int, kernel: int, stride: int, pad: int, out: int) -> int:
+    """The padded extent every window fits in (ceil rounding can overhang the far side)."""
+    return max(size + pad, (out - 1) * stride + kernel - pad) + pad
+
+
+def _tap_slices(geo: PoolGeometry):
+    """Kernel offset k = i*kw + j with the slices of the padded input it reads."""
+    for i in range(geo.kh):
+        for j in range(geo.kw):
+            yield i * geo.kw + j, (slice(i, i + geo.sh * (geo.ho - 1) + 1, geo.sh),
+                                   slice(j, j + geo.sw * (geo.wo - 1) + 1, geo.sw))
+
+
+def _pad_for_windows(x: np.ndarray, geo: PoolGeometry, fill: float) -> np.ndarray:
+    n, c, h, w = x.shape
+    xp = np.full((n, c, padded_size(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                  padded_size(w, geo.kw, geo.sw, geo.pw, geo.wo)), fill, x.dtype)
+    xp[:, :, geo.ph:geo.ph + h, geo.pw:geo.pw + w] = x
+    return xp
+
+
+def pool_windows(x: np.ndarray, geo: PoolGeometry, fill: float) -> np.ndarray:
+    """(N, C, Ho, Wo, kh*kw): each output's window of ``x`` padded with ``fill``."""
+    xp = _pad_for_windows(x, geo, fill)
+    return np.stack([xp[:, :, rows, cols] for _, (rows, cols) in _tap_slices(geo)], axis=-1)
+
+
+def _add_back(per_tap, in_shape: Shape, geo: PoolGeometry, dtype) -> np.ndarray:
+    """dx from ``per_tap(k)``, the gradient each window sends through kernel offset k:
+    added onto the padded input where that offset reads, then cropped."""
+    n, c, h, w = in_shape
+    dxp = np.zeros((n, c, padded_size(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                    padded_size(w, geo.kw, geo.sw, geo.pw, geo.wo)), dtype)
+    for k, (rows, cols) in _tap_slices(geo):
+        dxp[:, :, rows, cols] += per_tap(k)
+    return dxp[:, :, geo.ph:geo.ph + h, geo.pw:geo.pw + w]
+
+
+def max_pool_reference(x: np.ndarray, geo: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(y, argmax): each window's maximum and the kernel offset of its first maximum."""
+    windows = pool_windows(x, geo, -np.inf)
+    return windows.max(axis=-1), windows.argmax(axis=-1)
+
+
+def max_pool_backward_reference(dy: np.ndarray, argmax: np.ndarray, in_shape: Shape,
+                                geo: PoolGeometry) -> np.ndarray:
+    """Each output's gradient routed to its window's argmax."""
+    return _add_back(lambda k: np.where(argmax == k, dy, 0), in_shape, geo, dy.dtype)
+
+
+def ave_divisors(h: int, w: int, geo: PoolGeometry) -> np.ndarray:
+    """(Ho, Wo) window sizes, padding counted, overhang past the pad not."""
+    return np.outer(ave_divisor(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                    ave_divisor(w, geo.kw, geo.sw, geo.pw, geo.wo))
+
+
+def ave_pool_reference(x: np.ndarray, geo: PoolGeometry) -> np.ndarray:
+    """Each window's sum over its divisor."""
+    return pool_windows(x, geo, 0.0).sum(axis=-1) / ave_divisors(*x.shape[2:], geo)
+
+
+def ave_pool_backward_reference(dy: np.ndarray, in_shape: Shape,
+                                geo: PoolGeometry) -> np.ndarray:
+    """Each output's gradient spread evenly over its window (padding included)."""
+    share = dy / ave_divisors(*in_shape[2:], geo)
+    return _add_back(lambda k: share, in_shape, geo, dy.dtype)
 
 
 @register("Pooling")
@@ -93,9 +187,10 @@ class Pooling(Layer):
         ceil = p.round_mode == "CEIL"
         self.ho = pooled_size(h, self.kh, self.sh, self.ph, ceil)
         self.wo = pooled_size(w, self.kw, self.sw, self.pw, ceil)
-        # The padded extent every window fits in (ceil rounding can overhang the far side).
-        self.hp = max(h + self.ph, (self.ho - 1) * self.sh + self.kh - self.ph) + self.ph
-        self.wp = max(w + self.pw, (self.wo - 1) * self.sw + self.kw - self.pw) + self.pw
+        self.geometry = PoolGeometry(self.kh, self.kw, self.sh, self.sw, self.ph, self.pw,
+                                     self.ho, self.wo)
+        self.hp = padded_size(h, self.kh, self.sh, self.ph, self.ho)
+        self.wp = padded_size(w, self.kw, self.sw, self.pw, self.wo)
         self.plane = (-(-self.hp // self.sh), -(-self.wp // self.sw))
         self.phases = [(a, b) for a in range(min(self.sh, self.kh))
                        for b in range(min(self.sw, self.kw))]
