@@ -104,9 +104,9 @@ def test_convolution_matches_reference_and_gradients(params):
 def test_convolution_in_either_column_layout(monkeypatch, params, channel_first):
     """Channel-first columns (few channels per group) and NHWC columns (the rest) must
     both match the definition and pass the gradient check, whatever a shape picks."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv_plan
 
-    monkeypatch.setattr(conv, "channel_first_columns", lambda *_: channel_first)
+    monkeypatch.setattr(conv_plan, "channel_first_columns", lambda *_: channel_first)
     test_convolution_matches_reference_and_gradients(params)
 
 
@@ -125,7 +125,7 @@ def test_column_layout_follows_the_copy_runs():
 
 def test_convolution_chunks_agree_with_one_chunk(monkeypatch):
     """Splitting the batch into cache-sized chunks must not change any result."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv
 
     shape = (5, 3, 9, 9)
     x = np.random.default_rng(2).standard_normal(shape)
@@ -146,7 +146,7 @@ def test_convolution_chunks_agree_with_one_chunk(monkeypatch):
 def test_weight_gradient_runs_of_several_chunks_agree_with_one_run_per_chunk(monkeypatch):
     """When the per-run weight-gradient buffers would not fit, chunks share a run and
     its buffer; the sum must be the same up to rounding."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv
 
     shape = (5, 3, 7, 6)
     x = np.random.default_rng(4).standard_normal(shape)
@@ -165,7 +165,7 @@ def test_weight_gradient_runs_of_several_chunks_agree_with_one_run_per_chunk(mon
 
 def test_gradient_checker_catches_a_wrong_col2im(monkeypatch):
     """A test must be able to fail: corrupt one pixel of col2im's result and it must."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv
 
     real = conv.col2im
 
@@ -182,16 +182,16 @@ def test_gradient_checker_catches_a_wrong_col2im(monkeypatch):
 
 
 def test_gradient_checker_catches_a_wrong_full_convolution(monkeypatch):
-    from cnntrain.layers.conv import Convolution
+    from cnntrain.engine.conv_plan import ConvPlan
 
-    real = Convolution._full_convolution
+    real = ConvPlan._full_convolution
 
     def broken(self, *args):
         out = real(self, *args)
         out[0, 3, 1] += 0.5     # (group, pixel, channel): one wrong input-gradient value
         return out
 
-    monkeypatch.setattr(Convolution, "_full_convolution", broken)
+    monkeypatch.setattr(ConvPlan, "_full_convolution", broken)
     layer, _ = make_layer("Convolution", [(2, 2, 5, 5)],
                           convolution_param=dict(num_output=2, kernel_size=3, pad=1))
     with pytest.raises(AssertionError, match="bottom"):
@@ -325,10 +325,12 @@ def test_pooling_matches_reference_and_gradients(params):
                                     dict(pool="AVE", kernel_size=3, stride=2, pad=1)])
 def test_pooling_stays_right_when_the_batch_size_changes(params):
     """The phase planes' borders are written only when their layout changes: a smaller
-    batch, then the first again, must each see clean borders."""
+    batch, then the first again (each announced by ``reshape``, as the net does), must
+    each see clean borders."""
     layer, _ = make_layer("Pooling", [(3, 2, 7, 6)], pooling_param=params)
     for n in (3, 1, 3, 3):
         x = distinct_values((n, 2, 7, 6), seed=n) * (-1 if params["pool"] == "MAX" else 1)
+        layer.reshape([x.shape])
         (y,) = layer.forward([x])
         expected = caffe_pool_reference(x, params["pool"], (3, 3), (2, 2), (1, 1))
         np.testing.assert_allclose(y, expected, rtol=1e-12)

@@ -107,14 +107,13 @@ def test_deconvolution_is_the_adjoint_of_convolution(params):
 
 
 def test_deconvolution_chunks_agree_with_one_chunk(monkeypatch):
-    import cnntrain.layers.deconv as deconv
+    import cnntrain.engine.conv_plan as conv_plan
 
     shape = (5, 3, 4, 3)
     x = np.random.default_rng(3).standard_normal(shape)
     results = []
     for budget in (1 << 30, 1):
-        monkeypatch.setattr(deconv, "batch_chunk", lambda per, n, budget_bytes=budget,
-                            itemsize=8: max(1, min(n, budget // (per * itemsize))))
+        monkeypatch.setattr(conv_plan, "CHUNK_BYTES", budget)
         layer, (top,) = make_layer("Deconvolution", [shape], convolution_param=dict(
             num_output=4, kernel_size=3, stride=2, pad=1, **FILLERS))
         (y,) = layer.forward([x])
