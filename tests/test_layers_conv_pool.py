@@ -267,7 +267,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("stride, pad, size", [(2, 0, 7), (2, 1, 6), (3, 2, 7), (2, 1, 1),
                                                (3, 0, 2), (4, 3, 5)])
 def test_phase_span_finds_exactly_the_real_pixels_of_each_phase(stride, pad, size):
-    from cnntrain.layers.pool import phase_span
+    from cnntrain.engine.pool_plan import phase_span
     padded = size + 2 * pad + stride          # longer than any window reaches
     for phase in range(stride):
         length = -(-(padded - phase) // stride)

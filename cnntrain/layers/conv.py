@@ -1,8 +1,8 @@
-"""Convolution as im2col + GEMM, in cache-sized chunks of the batch that each worker
-takes whole."""
+"""Convolution: its math in reference form (im2col + GEMM, col2im and the rot180 full
+convolution), and the layer, which runs it on an ``engine.conv_plan.ConvPlan``."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 

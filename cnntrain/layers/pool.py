@@ -1,5 +1,6 @@
 """Max and average pooling with Caffe's output size (ceil, or floor with ``round_mode``)
-and border divisors."""
+and border divisors: the math in reference form, and the layer, which runs it on an
+``engine.pool_plan.PoolPlan``."""
 from __future__ import annotations
 
 import math
@@ -7,8 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine.pool_plan import (PoolGeometry, PoolPlan, ave_divisor,  # noqa: F401
-                                       padded_size, phase_span)
+from cnntrain.engine.pool_plan import PoolGeometry, PoolPlan, ave_divisor, padded_size
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
 
