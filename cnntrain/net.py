@@ -20,6 +20,7 @@ class Node:
     bottoms: list[str]
     tops: list[str]
     loss_weights: list[float]
+    bottom_shapes: tuple[tuple[int, ...], ...] = ()   # as the layer was last shaped for
     run_backward: bool = False
     propagate_down: list[bool] = field(default_factory=list)
 
@@ -58,8 +59,9 @@ class Net:
         layer = LAYER_TYPES[spec.type](spec, self.phase, self.ctx)
         layer.shared = self.shared
         bottoms = [latest[b] for b in spec.bottom]
+        bottom_shapes = tuple(self.shapes[b] for b in bottoms)
         try:
-            top_shapes = layer.setup([self.shapes[b] for b in bottoms])
+            top_shapes = layer.setup(list(bottom_shapes))
             for name, shape in zip(spec.top, top_shapes):
                 check_count(shape, f"top '{name}'", "top")
         except SetupError as err:
@@ -80,7 +82,7 @@ class Net:
             if w and self.shapes[top_id] != ():
                 raise spec.error(f"loss_weight needs a scalar top, '{top_id}' has shape "
                                  f"{self.shapes[top_id]}", "loss_weight")
-        self.nodes.append(Node(layer, bottoms, tops, weights))
+        self.nodes.append(Node(layer, bottoms, tops, weights, bottom_shapes))
 
     def _check_class_counts(self) -> None:
         """A loss or accuracy layer scoring a Data layer's labels must get one score per
@@ -173,17 +175,36 @@ class Net:
     # names the first layer at fault, evaluation counts non-finite scores as misses).
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def forward(self) -> float:
-        """Run every layer; returns the weighted loss. Blobs stay in ``self.blobs``."""
+        """Run every layer; returns the weighted loss. Blobs stay in ``self.blobs``.
+
+        A layer whose bottoms changed shape since it was last shaped (an Input given a
+        new batch) is reshaped first, as Caffe's Net::Reshape does."""
         blobs: dict[str, np.ndarray] = {}
         loss = 0.0
         for node in self.nodes:
-            tops = node.layer.forward([blobs[b] for b in node.bottoms])
+            bottom = [blobs[b] for b in node.bottoms]
+            shapes = tuple(b.shape for b in bottom)
+            if shapes != node.bottom_shapes:
+                self._reshape(node, shapes)
+            tops = node.layer.forward(bottom)
             for top_id, value, weight in zip(node.tops, tops, node.loss_weights):
                 blobs[top_id] = value
                 if weight:
                     loss += weight * float(value)
         self.blobs = blobs
         return loss
+
+    def _reshape(self, node: Node, shapes: tuple[tuple[int, ...], ...]) -> None:
+        """``node``'s layer reshaped for bottoms of ``shapes``; a shape the layer cannot
+        take is a config error naming it, as at setup."""
+        try:
+            node.layer.reshape(list(shapes))
+        except SetupError as err:
+            raise node.layer.spec.error(f"cannot take bottoms of shapes {list(shapes)}: {err}",
+                                        err.field) from None
+        node.bottom_shapes = shapes
+        for b, shape in zip(node.bottoms, shapes):
+            self.shapes[b] = shape
 
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def backward(self) -> None:

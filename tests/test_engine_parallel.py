@@ -153,7 +153,7 @@ def test_convolution_gives_the_same_bits_with_any_worker_count(monkeypatch, para
     """Workers take whole chunks, each chunk's GEMMs run whole in one worker, in
     buffers that all start on a cache line, and the weight gradient's runs are fixed
     by the batch alone: 1 and 3 workers must agree bit for bit."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv
 
     monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)                     # one image per chunk
@@ -178,7 +178,7 @@ def test_convolution_gives_the_same_bits_with_any_worker_count(monkeypatch, para
 
 @pytest.mark.parametrize("params", conv_pool.POOL_CASES)
 def test_pooling_split_over_workers(split_everything, params):
-    conv_pool.test_pooling_matches_caffe_loops_and_gradients(params)
+    conv_pool.test_pooling_matches_reference_and_gradients(params)
 
 
 @pytest.mark.parametrize("params", [dict(kernel_size=3, stride=2, pad=1), dict(kernel_size=2)])
@@ -188,7 +188,7 @@ def test_max_pool_ties_split_over_workers(split_everything, params):
 
 @pytest.mark.parametrize("params", deconv.DECONV_CASES)
 def test_deconvolution_split_over_workers(split_everything, params):
-    deconv.test_deconvolution_matches_the_scatter_definition_and_gradients(params)
+    deconv.test_deconvolution_matches_reference_and_gradients(params)
 
 
 @pytest.mark.parametrize("shape, params", [((5, 4, 2, 3), dict(num_output=5)),

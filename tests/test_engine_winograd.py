@@ -119,17 +119,15 @@ def test_tile_size_follows_the_blocks_overhang():
     ((3, 2, 5, 5), dict(num_output=3, kernel_size=3, pad=0, bias_term=False)),
     ((2, 4, 9, 9), dict(num_output=2, kernel_size=3, pad=2)),
 ])
-def test_convolution_layer_on_winograd_matches_im2col_and_its_gradients(shape, fields):
+def test_convolution_layer_on_winograd_matches_the_reference_and_its_gradients(shape, fields):
     from layer_helpers import assert_gradients, make_layer
+    from test_layers_conv_pool import assert_convolution_matches_reference
 
     wino, _ = make_layer("Convolution", [shape], convolution_param={**fields,
                                                                    "engine": "WINOGRAD"})
-    caffe, _ = make_layer("Convolution", [shape], convolution_param={**fields,
-                                                                    "engine": "CAFFE"})
-    assert wino.winograd and not caffe.winograd
+    assert wino.winograd
     x = np.random.default_rng(3).normal(size=shape)
-    np.testing.assert_allclose(wino.forward([x])[0], caffe.forward([x])[0], rtol=1e-11,
-                               atol=1e-12)
+    assert_convolution_matches_reference(wino, x, tol=1e-11)
     assert_gradients(wino, [x])
 
 

@@ -110,8 +110,7 @@ def test_map_combination_matches_pairwise_definition_and_gradients(params):
     (y,) = layer.forward([x])
     k, c = layer.blobs[0].data, layer.blobs[1].data
     b = layer.blobs[2].data if len(layer.blobs) > 2 else None
-    conv = layer.conv
-    expected = naive_map_combination(x, k, c, b, (conv.sh, conv.sw), (conv.ph, conv.pw))
+    expected = naive_map_combination(x, k, c, b, (layer.sh, layer.sw), (layer.ph, layer.pw))
     assert y.shape == top == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
     assert_gradients(layer, [x])

@@ -1,4 +1,5 @@
-"""Convolution and pooling: gradient checks plus independent loop-based references."""
+"""Convolution and pooling: the layers against the reference forms in their files,
+those against loop-based definitions, and gradient checks."""
 import math
 
 import numpy as np
@@ -43,20 +44,58 @@ CONV_CASES = [
 ]
 
 
+CONV_FILLERS = {"weight_filler": {"type": "gaussian", "std": 0.5},
+                "bias_filler": {"type": "gaussian", "std": 0.5}}
+
+
 @pytest.mark.parametrize("params", CONV_CASES)
-def test_convolution_matches_direct_definition_and_gradients(params):
+def test_reference_forms_match_the_direct_definition(params):
+    """The layer file's reference forms: im2col + GEMM is the per-output definition,
+    and col2im(Wᵀ dy) is the full convolution of dy with the kernel rotated by 180°."""
+    from cnntrain.layers.conv import (conv_forward_reference, conv_input_grad_full_reference,
+                                      conv_input_grad_reference)
     shape = (2, 4, 7, 6)
-    params = {"weight_filler": {"type": "gaussian", "std": 0.5},
-              "bias_filler": {"type": "gaussian", "std": 0.5}, **params}
-    layer, (top,) = make_layer("Convolution", [shape], convolution_param=params)
-    x = np.random.default_rng(1).standard_normal(shape)
-    (y,) = layer.forward([x])
+    layer, (top,) = make_layer("Convolution", [shape], convolution_param={**CONV_FILLERS,
+                                                                           **params})
+    rng = np.random.default_rng(1)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(top)
     w = layer.blobs[0].data
     b = layer.blobs[1].data if len(layer.blobs) > 1 else None
-    expected = naive_conv(x, w, b, (layer.sh, layer.sw), (layer.ph, layer.pw), layer.group,
-                          (layer.dh, layer.dw))
+    g = layer.geometry
+    expected = naive_conv(x, w, b, (g.sh, g.sw), (g.ph, g.pw), g.group, (g.dh, g.dw))
+    y = conv_forward_reference(x, w, b, g)
     assert y.shape == top == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv_input_grad_reference(dy, w, g, shape),
+                               conv_input_grad_full_reference(dy, w, g, shape),
+                               rtol=1e-10, atol=1e-10)
+
+
+def assert_convolution_matches_reference(layer, x, seed: int = 5, tol: float = 1e-10):
+    """Forward, input and weight gradients of ``layer`` against the reference forms."""
+    from cnntrain.layers.conv import (conv_forward_reference, conv_input_grad_reference,
+                                      conv_weight_grad_reference)
+    w = layer.blobs[0].data
+    b = layer.blobs[1].data if len(layer.blobs) > 1 else None
+    g = layer.geometry
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    (y,) = layer.forward([x])
+    np.testing.assert_allclose(y, conv_forward_reference(x, w, b, g), rtol=tol, atol=tol)
+    dy = np.random.default_rng(seed).standard_normal(y.shape).astype(x.dtype)
+    (dx,) = layer.backward([dy], [True])
+    np.testing.assert_allclose(dx, conv_input_grad_reference(dy, w, g, x.shape),
+                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(layer.blobs[0].diff, conv_weight_grad_reference(x, dy, g),
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("params", CONV_CASES)
+def test_convolution_matches_reference_and_gradients(params):
+    shape = (2, 4, 7, 6)
+    layer, _ = make_layer("Convolution", [shape], convolution_param={**CONV_FILLERS, **params})
+    x = np.random.default_rng(1).standard_normal(shape)
+    assert_convolution_matches_reference(layer, x)
     assert_gradients(layer, [x])
 
 
@@ -65,10 +104,10 @@ def test_convolution_matches_direct_definition_and_gradients(params):
 def test_convolution_in_either_column_layout(monkeypatch, params, channel_first):
     """Channel-first columns (few channels per group) and NHWC columns (the rest) must
     both match the definition and pass the gradient check, whatever a shape picks."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv_plan
 
-    monkeypatch.setattr(conv, "channel_first_columns", lambda *_: channel_first)
-    test_convolution_matches_direct_definition_and_gradients(params)
+    monkeypatch.setattr(conv_plan, "channel_first_columns", lambda *_: channel_first)
+    test_convolution_matches_reference_and_gradients(params)
 
 
 def test_column_layout_follows_the_copy_runs():
@@ -86,7 +125,7 @@ def test_column_layout_follows_the_copy_runs():
 
 def test_convolution_chunks_agree_with_one_chunk(monkeypatch):
     """Splitting the batch into cache-sized chunks must not change any result."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv
 
     shape = (5, 3, 9, 9)
     x = np.random.default_rng(2).standard_normal(shape)
@@ -107,7 +146,7 @@ def test_convolution_chunks_agree_with_one_chunk(monkeypatch):
 def test_weight_gradient_runs_of_several_chunks_agree_with_one_run_per_chunk(monkeypatch):
     """When the per-run weight-gradient buffers would not fit, chunks share a run and
     its buffer; the sum must be the same up to rounding."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv
 
     shape = (5, 3, 7, 6)
     x = np.random.default_rng(4).standard_normal(shape)
@@ -124,23 +163,9 @@ def test_weight_gradient_runs_of_several_chunks_agree_with_one_run_per_chunk(mon
     np.testing.assert_allclose(diffs[0], diffs[1], rtol=1e-12, atol=1e-12)
 
 
-def test_input_gradient_is_full_convolution_with_rotated_kernel():
-    """The textbook identity: dx = full convolution of dy with the kernel rotated 180°."""
-    layer, _ = make_layer("Convolution", [(1, 1, 6, 6)],
-                          convolution_param=dict(num_output=1, kernel_size=3, bias_term=False,
-                                                 weight_filler={"type": "gaussian", "std": 1.0}))
-    x = np.random.default_rng(4).standard_normal((1, 1, 6, 6))
-    layer.forward([x])
-    dy = np.random.default_rng(5).standard_normal((1, 1, 4, 4))
-    (dx,) = layer.backward([dy], [True])
-    k = layer.blobs[0].data[0, 0][::-1, ::-1]
-    full = naive_conv(dy, k[None, None], None, (1, 1), (2, 2), 1)
-    np.testing.assert_allclose(dx, full, rtol=1e-12, atol=1e-12)
-
-
 def test_gradient_checker_catches_a_wrong_col2im(monkeypatch):
     """A test must be able to fail: corrupt one pixel of col2im's result and it must."""
-    import cnntrain.layers.conv as conv
+    import cnntrain.engine.conv_plan as conv
 
     real = conv.col2im
 
@@ -157,16 +182,16 @@ def test_gradient_checker_catches_a_wrong_col2im(monkeypatch):
 
 
 def test_gradient_checker_catches_a_wrong_full_convolution(monkeypatch):
-    from cnntrain.layers.conv import Convolution
+    from cnntrain.engine.conv_plan import ConvPlan
 
-    real = Convolution._full_convolution
+    real = ConvPlan._full_convolution
 
     def broken(self, *args):
         out = real(self, *args)
         out[0, 3, 1] += 0.5     # (group, pixel, channel): one wrong input-gradient value
         return out
 
-    monkeypatch.setattr(Convolution, "_full_convolution", broken)
+    monkeypatch.setattr(ConvPlan, "_full_convolution", broken)
     layer, _ = make_layer("Convolution", [(2, 2, 5, 5)],
                           convolution_param=dict(num_output=2, kernel_size=3, pad=1))
     with pytest.raises(AssertionError, match="bottom"):
@@ -242,7 +267,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("stride, pad, size", [(2, 0, 7), (2, 1, 6), (3, 2, 7), (2, 1, 1),
                                                (3, 0, 2), (4, 3, 5)])
 def test_phase_span_finds_exactly_the_real_pixels_of_each_phase(stride, pad, size):
-    from cnntrain.layers.pool import phase_span
+    from cnntrain.engine.pool_plan import phase_span
     padded = size + 2 * pad + stride          # longer than any window reaches
     for phase in range(stride):
         length = -(-(padded - phase) // stride)
@@ -253,17 +278,46 @@ def test_phase_span_finds_exactly_the_real_pixels_of_each_phase(stride, pad, siz
             assert source == phase + stride * first - pad
 
 
+def pool_references(layer, x, dy):
+    """(y, dx) of the layer file's reference forms for ``layer``'s geometry."""
+    from cnntrain.layers.pool import (ave_pool_backward_reference, ave_pool_reference,
+                                      max_pool_backward_reference, max_pool_reference)
+    g = layer.geometry
+    if layer.method == "MAX":
+        y, argmax = max_pool_reference(x, g)
+        return y, max_pool_backward_reference(dy, argmax, x.shape, g)
+    return ave_pool_reference(x, g), ave_pool_backward_reference(dy, x.shape, g)
+
+
 @pytest.mark.parametrize("params", POOL_CASES)
-def test_pooling_matches_caffe_loops_and_gradients(params):
+def test_pooling_reference_forms_match_caffe_loops(params):
     shape = (2, 3, 7, 6)
     layer, (top,) = make_layer("Pooling", [shape], pooling_param=params)
     x = distinct_values(shape, seed=3)
-    (y,) = layer.forward([x])
+    dy = np.random.default_rng(4).standard_normal(top)
+    y, dx = pool_references(layer, x, dy)
     expected = caffe_pool_reference(x, params["pool"], (layer.kh, layer.kw), (layer.sh, layer.sw),
                                     (layer.ph, layer.pw), params.get("global_pooling", False),
                                     params.get("round_mode", "CEIL"))
     assert y.shape == top == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-12)
+    if params["pool"] == "MAX":
+        np.testing.assert_allclose(dx, caffe_max_routing(x, dy, (layer.kh, layer.kw),
+                                                         (layer.sh, layer.sw), (layer.ph, layer.pw)),
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("params", POOL_CASES)
+def test_pooling_matches_reference_and_gradients(params):
+    shape = (2, 3, 7, 6)
+    layer, (top,) = make_layer("Pooling", [shape], pooling_param=params)
+    x = distinct_values(shape, seed=3)
+    dy = np.random.default_rng(4).standard_normal(top)
+    (y,) = layer.forward([x])
+    (dx,) = layer.backward([dy], [True])
+    y_ref, dx_ref = pool_references(layer, x, dy)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
     assert_gradients(layer, [x])
 
 
@@ -271,10 +325,12 @@ def test_pooling_matches_caffe_loops_and_gradients(params):
                                     dict(pool="AVE", kernel_size=3, stride=2, pad=1)])
 def test_pooling_stays_right_when_the_batch_size_changes(params):
     """The phase planes' borders are written only when their layout changes: a smaller
-    batch, then the first again, must each see clean borders."""
+    batch, then the first again (each announced by ``reshape``, as the net does), must
+    each see clean borders."""
     layer, _ = make_layer("Pooling", [(3, 2, 7, 6)], pooling_param=params)
     for n in (3, 1, 3, 3):
         x = distinct_values((n, 2, 7, 6), seed=n) * (-1 if params["pool"] == "MAX" else 1)
+        layer.reshape([x.shape])
         (y,) = layer.forward([x])
         expected = caffe_pool_reference(x, params["pool"], (3, 3), (2, 2), (1, 1))
         np.testing.assert_allclose(y, expected, rtol=1e-12)
@@ -345,9 +401,10 @@ def test_max_pool_routes_ties_to_the_first_maximum_like_caffe(params):
     dy = np.random.default_rng(8).standard_normal(top)
     layer.forward([x])
     (dx,) = layer.backward([dy], [True])
-    expected = caffe_max_routing(x, dy, (layer.kh, layer.kw), (layer.sh, layer.sw),
-                                 (layer.ph, layer.pw))
+    _, expected = pool_references(layer, x, dy)
     np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(expected, caffe_max_routing(
+        x, dy, (layer.kh, layer.kw), (layer.sh, layer.sw), (layer.ph, layer.pw)), atol=1e-12)
 
 
 def test_mean_pool_spreads_gradient_evenly():

@@ -1,4 +1,5 @@
-"""Deconvolution: a direct scatter definition, the adjoint of Convolution, gradients."""
+"""Deconvolution: the reference forms in its file (checked against a direct scatter
+definition), the adjoint of Convolution, gradients."""
 import numpy as np
 import pytest
 
@@ -47,20 +48,41 @@ DECONV_CASES = [
 
 
 @pytest.mark.parametrize("params", DECONV_CASES)
-def test_deconvolution_matches_the_scatter_definition_and_gradients(params):
+def test_reference_form_matches_the_scatter_definition(params):
+    from cnntrain.layers.deconv import deconv_forward_reference
     shape = (2, 4, 3, 5)
     layer, (top,) = make_layer("Deconvolution", [shape], convolution_param={**FILLERS, **params})
     x = np.random.default_rng(1).standard_normal(shape)
-    (y,) = layer.forward([x])
     w = layer.blobs[0].data
     assert w.shape == (4, params["num_output"] // layer.group, layer.kh, layer.kw)
     b = layer.blobs[1].data if len(layer.blobs) > 1 else None
     expected = naive_deconv(x, w, b, (layer.sh, layer.sw), (layer.ph, layer.pw), layer.group,
                             (layer.dh, layer.dw))
+    y = deconv_forward_reference(x, w, b, layer.geometry, top)
     assert y.shape == top == expected.shape
     # Caffe's output size
     assert top[2] == layer.sh * (3 - 1) + layer.dh * (layer.kh - 1) + 1 - 2 * layer.ph
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("params", DECONV_CASES)
+def test_deconvolution_matches_reference_and_gradients(params):
+    from cnntrain.layers.deconv import (deconv_forward_reference, deconv_input_grad_reference,
+                                        deconv_weight_grad_reference)
+    shape = (2, 4, 3, 5)
+    layer, (top,) = make_layer("Deconvolution", [shape], convolution_param={**FILLERS, **params})
+    rng = np.random.default_rng(1)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(top)
+    w, g = layer.blobs[0].data, layer.geometry
+    b = layer.blobs[1].data if len(layer.blobs) > 1 else None
+    (y,) = layer.forward([x])
+    np.testing.assert_allclose(y, deconv_forward_reference(x, w, b, g, top), rtol=1e-10,
+                               atol=1e-10)
+    (dx,) = layer.backward([dy], [True])
+    np.testing.assert_allclose(dx, deconv_input_grad_reference(dy, w, g), rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(layer.blobs[0].diff, deconv_weight_grad_reference(x, dy, g),
+                               rtol=1e-10, atol=1e-10)
     assert_gradients(layer, [x])
 
 
@@ -85,14 +107,13 @@ def test_deconvolution_is_the_adjoint_of_convolution(params):
 
 
 def test_deconvolution_chunks_agree_with_one_chunk(monkeypatch):
-    import cnntrain.layers.deconv as deconv
+    import cnntrain.engine.conv_plan as conv_plan
 
     shape = (5, 3, 4, 3)
     x = np.random.default_rng(3).standard_normal(shape)
     results = []
     for budget in (1 << 30, 1):
-        monkeypatch.setattr(deconv, "batch_chunk", lambda per, n, budget_bytes=budget,
-                            itemsize=8: max(1, min(n, budget // (per * itemsize))))
+        monkeypatch.setattr(conv_plan, "CHUNK_BYTES", budget)
         layer, (top,) = make_layer("Deconvolution", [shape], convolution_param=dict(
             num_output=4, kernel_size=3, stride=2, pad=1, **FILLERS))
         (y,) = layer.forward([x])

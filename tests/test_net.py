@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from cnntrain.errors import ConfigError
 from cnntrain.tools.gradcheck import check_net
 from net_helpers import GAUSS, build, fill_inputs, input_layer
 
@@ -179,3 +180,47 @@ def test_layers_refill_their_own_buffers_and_keep_no_stale_values():
     np.testing.assert_array_equal(used.input_diffs["data"], fresh.input_diffs["data"])
     for a, b in zip(used.params, fresh.params):
         np.testing.assert_array_equal(a.diff, b.diff)
+
+
+def _conv_pool_net(shape, **kwargs):
+    return build([input_layer(shape, (shape[0],)),
+                  {"name": "conv", "type": "Convolution", "bottom": "data", "top": "conv",
+                   "convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1, **GAUSS}},
+                  {"name": "pool", "type": "Pooling", "bottom": "conv", "top": "pool",
+                   "pooling_param": {"pool": "MAX", "kernel_size": 3, "stride": 2}},
+                  {"name": "ip", "type": "InnerProduct", "bottom": "pool", "top": "ip",
+                   "inner_product_param": {"num_output": 3, **GAUSS}},
+                  {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"],
+                   "top": "loss"}], **kwargs)
+
+
+def test_a_new_batch_size_reshapes_the_layers_as_a_net_built_for_it_runs():
+    """Caffe's Reshape: an Input given a batch of another size, the net reshapes each
+    layer (its plans, e.g. pooling's scatter indices) and computes what a net built for
+    that batch computes."""
+    net = _conv_pool_net((2, 3, 9, 9), force_backward=True)
+    fill_inputs(net)
+    net.forward()
+    fresh = _conv_pool_net((5, 3, 9, 9), force_backward=True, shared=net.shared)
+    fill_inputs(fresh, seed=4)
+    net.layer("input").values = [v.copy() for v in fresh.layer("input").values]
+    results = []
+    for n in (net, fresh):
+        n.clear_param_diffs()
+        loss = n.forward()
+        n.backward()
+        results.append((loss, n.input_diffs["data"].copy(),
+                        [p.diff.copy() for p in n.params]))
+    assert net.shapes["conv"] == (5, 4, 9, 9) and net.shapes["pool"] == (5, 4, 4, 4)
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12, atol=1e-14)
+    for a, b in zip(results[0][2], results[1][2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_a_shape_a_layer_cannot_take_is_a_config_error_naming_it():
+    net = _conv_pool_net((2, 3, 9, 9))
+    net.layer("input").values = [np.zeros((2, 3, 2, 2)), np.zeros(2)]
+    with pytest.raises(ConfigError, match="pool") as err:
+        net.forward()
+    assert "kernel_size" in str(err.value)

@@ -115,6 +115,13 @@ class Layer:
         """Check the bottom shapes, create parameters, and return the top shapes."""
         raise NotImplementedError
 
+    def reshape(self, bottom_shapes: Sequence[Shape]) -> None:
+        """Caffe's Reshape: rebuild what depends on the bottoms' shapes (buffers, plans).
+
+        A layer that has such things calls this at the end of its ``setup``; the net
+        calls it again whenever a bottom's shape changes. Most layers read the shapes
+        off their bottoms in ``forward`` and have nothing to rebuild."""
+
     def forward(self, bottom: Sequence[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 

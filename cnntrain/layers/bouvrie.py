@@ -8,11 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.config import parse_layer
+from cnntrain.engine.conv_plan import ConvPlan, winograd_tile
+from cnntrain.engine.parallel import channel_sums
 from cnntrain.layers.activation import sigmoid
 from cnntrain.layers.base import Layer, SetupError, Shape, register
-from cnntrain.layers.conv import Convolution
-from cnntrain.layers.geometry import pair
+from cnntrain.layers.geometry import check_kernel_fits, pair, window_geometry
 from cnntrain.layers.loss import softmax
 
 
@@ -99,10 +99,6 @@ class Subsampling(Layer):
         return [up.reshape(self.x_shape)]
 
 
-_GEOMETRY = ("kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w",
-             "pad", "pad_h", "pad_w")
-
-
 @register("MapCombination")
 class MapCombination(Layer):
     """Output map j = ``sum_i alpha_ij (x_i * k_ij) + b_j`` with ``alpha_.j =
@@ -111,8 +107,8 @@ class MapCombination(Layer):
 
     Parameters: 0 the kernels k (num_output, C, kh, kw), 1 the free weights c
     (C, num_output), 2 the biases (num_output) if ``bias_term``. All pairs are one
-    convolution with the effective weights ``W_ji = alpha_ij k_ij``: an internal
-    Convolution (im2col + GEMM) runs it, and its weight gradient dW is mapped back by
+    convolution with the effective weights ``W_ji = alpha_ij k_ij``, run on a
+    Convolution's plan (``engine.conv_plan``), and its weight gradient dW is mapped back by
     the chain rule: ``dk_ji = alpha_ij dW_ji``, ``d alpha_ij = sum(dW_ji k_ji)``, and
     ``dc_.j = alpha_.j (d alpha_.j - <alpha_.j, d alpha_.j>)``, the softmax Jacobian
     of the notes. The default kernel filler's fan-in is kh*kw: each k_ij convolves one
@@ -139,36 +135,28 @@ class MapCombination(Layer):
         if p.sparsity and len(self.spec.top) < 2:
             raise SetupError("sparsity needs a second top, the penalty that goes into the "
                              "loss (e.g. top: [out, sparsity])", "map_combination_param.sparsity")
-        self.conv = self._inner_convolution(p, shape)
-        self.kh, self.kw = self.conv.kh, self.conv.kw
         c, j = shape[1], p.num_output
+        self.geometry = window_geometry(p, "map_combination_param", j)
+        self.kh, self.kw, self.sh, self.sw, self.ph, self.pw = self.geometry[:6]
+        self.reshape(bottom_shapes)
         area = self.kh * self.kw
         self.blobs = [self.make_param((j, c, self.kh, self.kw), p.weight_filler, 0, area,
                                       j * area),
                       self.make_param((c, j), p.combination_filler, 1, c, j)]
         if p.bias_term:
             self.blobs.append(self.make_param((j,), p.bias_filler, 2, area, j * area))
-            self.conv.blobs[1] = self.blobs[2]   # its bias gradient lands in ours
         self.lam, self.entropy = p.sparsity, p.sparsity_type == "ENTROPY"
-        n, _, ho, wo = self.conv_top
-        return [(n, j, ho, wo)] + ([()] if len(self.spec.top) > 1 else [])
+        return [(shape[0], j, self.ho, self.wo)] + ([()] if len(self.spec.top) > 1 else [])
 
-    def _inner_convolution(self, p, shape: Shape) -> Convolution:
-        """A private Convolution of the same geometry; its weights are overwritten with
-        the effective weights before each forward, so its fillers draw nothing."""
-        block = {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()
-                 if k in _GEOMETRY and v is not None}
-        block.update(num_output=p.num_output, bias_term=p.bias_term,
-                     weight_filler={"type": "constant"})
-        spec = parse_layer({"name": self.name, "type": "Convolution", "bottom": "x",
-                            "top": "y", "convolution_param": block}, self.spec.where.file, 0)
-        conv = Convolution(spec, self.phase, self.ctx)
-        try:
-            (self.conv_top,) = conv.setup([shape])
-        except SetupError as err:
-            field = err.field and err.field.replace("convolution_param", "map_combination_param")
-            raise SetupError(str(err), field) from None
-        return conv
+    def reshape(self, bottom_shapes: Sequence[Shape]) -> None:
+        """The plan of the convolution with the effective weights, for this input shape
+        (the engine a Convolution of this geometry would take by default)."""
+        (shape,) = bottom_shapes
+        _four_d(shape)
+        n, c, h, w = shape
+        self.ho, self.wo = check_kernel_fits(self.geometry, h, w, "map_combination_param")
+        tile = winograd_tile(self.geometry, c, self.ho, self.wo, "DEFAULT")
+        self.plan = ConvPlan(self.geometry, shape, self.dtype, self.ws, tile)
 
     def default_loss_weight(self, top_index: int) -> float:
         return 1.0 if top_index == 1 else 0.0   # the penalty counts unless told otherwise
@@ -180,10 +168,14 @@ class MapCombination(Layer):
 
     def forward(self, bottom):
         (x,) = bottom
+        self.x_shape = x.shape
         self.alpha = softmax(self.blobs[1].data, axis=0)
         kernels = self.blobs[0].data
-        self.conv.blobs[0].data[...] = kernels * self.alpha.T[:, :, None, None]
-        tops = self.conv.forward([x])
+        self.effective = self.buffer("effective", kernels.shape, kernels.dtype)
+        np.multiply(kernels, self.alpha.T[:, :, None, None], out=self.effective)
+        bias = self.blobs[2].data if len(self.blobs) > 2 else None
+        y = self.buffer("y", (x.shape[0],) + self.plan.out_shape, x.dtype)
+        tops = [self.plan.forward(x, self.effective, bias, y)]
         if len(self.spec.top) > 1:
             tops.append(np.asarray(self._penalty(), dtype=x.dtype))
         return tops
@@ -200,10 +192,13 @@ class MapCombination(Layer):
         return self.lam * np.sign(self.alpha)
 
     def backward(self, top_diff, propagate_down):
-        weights = self.conv.blobs[0]
-        weights.diff[...] = 0
-        (dx,) = self.conv.backward([top_diff[0]], propagate_down)
-        dw = weights.diff
+        dy = top_diff[0]
+        if len(self.blobs) > 2:
+            self.blobs[2].diff += channel_sums(dy)
+        dw = self.buffer("dw", self.effective.shape, dy.dtype)
+        dw[...] = 0
+        dx = self.buffer("dx", self.x_shape, dy.dtype) if propagate_down[0] else None
+        self.plan.backward(dy, self.effective, dw, dx)
         kernels = self.blobs[0]
         kernels.diff += dw * self.alpha.T[:, :, None, None]
         dalpha = (dw * kernels.data).sum(axis=(2, 3)).T

@@ -1,5 +1,6 @@
 """Max and average pooling with Caffe's output size (ceil, or floor with ``round_mode``)
-and border divisors."""
+and border divisors: the math in reference form, and the layer, which runs it on an
+``engine.pool_plan.PoolPlan``."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine.parallel import over_slices
+from cnntrain.engine.pool_plan import PoolGeometry, PoolPlan, ave_divisor, padded_size
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
 
@@ -27,42 +28,90 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool = True
     return out
 
 
-def ave_divisor(size: int, kernel: int, stride: int, pad: int, out: int) -> np.ndarray:
-    """Per-output window sizes along one axis: padding counts, overhang past the pad does not."""
-    start = np.arange(out) * stride - pad
-    end = np.minimum(start + kernel, size + pad)
-    return (end - start).astype(np.float64)
+# --- the math, in reference form ---------------------------------------------------
+# What the layer computes, written for reading: every window as one row of kh*kw
+# values, kernel offsets in row-major order. The tests hold the fast path
+# (``engine.pool_plan``) to these functions; the gradient checks hold these to the
+# chain rule.
+#
+#     MAX:  y = max over the window;  dx[argmax] += dy  (the *first* maximum, as
+#           Caffe's argmax; padding is -inf and never wins unless the whole window
+#           is -inf or NaN, when the gradient goes to the window's first element)
+#     AVE:  y = sum over the window / divisor;  every window element += dy / divisor
+#           (padding counts in the divisor, overhang past the pad does not)
 
 
-def phase_span(phase: int, stride: int, pad: int, size: int, length: int) -> tuple[int, int, int]:
-    """Where input pixels land in one stride phase of a padded axis: the phase holds
-    padded positions ``phase + stride*r`` for r < ``length``. Returns (first r that is a
-    real pixel, that pixel's index in the input, how many real pixels follow)."""
-    first = max(0, -(-(pad - phase) // stride))
-    source = phase + stride * first - pad
-    if first >= length or source >= size:
-        return min(first, length), 0, 0
-    return first, source, min(length - first, (size - 1 - source) // stride + 1)
+def _tap_slices(geo: PoolGeometry):
+    """Kernel offset k = i*kw + j with the slices of the padded input it reads."""
+    for i in range(geo.kh):
+        for j in range(geo.kw):
+            yield i * geo.kw + j, (slice(i, i + geo.sh * (geo.ho - 1) + 1, geo.sh),
+                                   slice(j, j + geo.sw * (geo.wo - 1) + 1, geo.sw))
+
+
+def _pad_for_windows(x: np.ndarray, geo: PoolGeometry, fill: float) -> np.ndarray:
+    n, c, h, w = x.shape
+    xp = np.full((n, c, padded_size(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                  padded_size(w, geo.kw, geo.sw, geo.pw, geo.wo)), fill, x.dtype)
+    xp[:, :, geo.ph:geo.ph + h, geo.pw:geo.pw + w] = x
+    return xp
+
+
+def pool_windows(x: np.ndarray, geo: PoolGeometry, fill: float) -> np.ndarray:
+    """(N, C, Ho, Wo, kh*kw): each output's window of ``x`` padded with ``fill``."""
+    xp = _pad_for_windows(x, geo, fill)
+    return np.stack([xp[:, :, rows, cols] for _, (rows, cols) in _tap_slices(geo)], axis=-1)
+
+
+def _add_back(per_tap, in_shape: Shape, geo: PoolGeometry, dtype) -> np.ndarray:
+    """dx from ``per_tap(k)``, the gradient each window sends through kernel offset k:
+    added onto the padded input where that offset reads, then cropped."""
+    n, c, h, w = in_shape
+    dxp = np.zeros((n, c, padded_size(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                    padded_size(w, geo.kw, geo.sw, geo.pw, geo.wo)), dtype)
+    for k, (rows, cols) in _tap_slices(geo):
+        dxp[:, :, rows, cols] += per_tap(k)
+    return dxp[:, :, geo.ph:geo.ph + h, geo.pw:geo.pw + w]
+
+
+def max_pool_reference(x: np.ndarray, geo: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(y, argmax): each window's maximum and the kernel offset of its first maximum
+    (offset 0 for a window whose maximum is NaN)."""
+    windows = pool_windows(x, geo, -np.inf)
+    y = windows.max(axis=-1)
+    return y, np.where(np.isnan(y), 0, windows.argmax(axis=-1))
+
+
+def max_pool_backward_reference(dy: np.ndarray, argmax: np.ndarray, in_shape: Shape,
+                                geo: PoolGeometry) -> np.ndarray:
+    """Each output's gradient routed to its window's argmax."""
+    return _add_back(lambda k: np.where(argmax == k, dy, 0), in_shape, geo, dy.dtype)
+
+
+def ave_divisors(h: int, w: int, geo: PoolGeometry) -> np.ndarray:
+    """(Ho, Wo) window sizes, padding counted, overhang past the pad not."""
+    return np.outer(ave_divisor(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                    ave_divisor(w, geo.kw, geo.sw, geo.pw, geo.wo))
+
+
+def ave_pool_reference(x: np.ndarray, geo: PoolGeometry) -> np.ndarray:
+    """Each window's sum over its divisor."""
+    return pool_windows(x, geo, 0.0).sum(axis=-1) / ave_divisors(*x.shape[2:], geo)
+
+
+def ave_pool_backward_reference(dy: np.ndarray, in_shape: Shape,
+                                geo: PoolGeometry) -> np.ndarray:
+    """Each output's gradient spread evenly over its window (padding included)."""
+    share = dy / ave_divisors(*in_shape[2:], geo)
+    return _add_back(lambda k: share, in_shape, geo, dy.dtype)
 
 
 @register("Pooling")
 class Pooling(Layer):
-    """MAX routes each output's gradient to its argmax; AVE spreads it evenly.
-
-    The input is copied once into its stride phases: plane (a, b) holds the padded
-    pixels (a + sh*r, b + sw*q), padding included as -inf (MAX) or 0 (AVE). Window
-    offset (i, j) of every window is then a shifted slice of phase (i % sh, j % sw),
-    so pooling is kh*kw element-wise passes: a loop over kernel offsets, never over
-    pixels. Stride 1 has one phase, the padded input.
-
-    When windows overlap and the output nearly fills the phase planes (3x3/2, 3x3/1),
-    the passes run over the planes' whole flat extent, windows that fall off the edge
-    included, into an output pitched like a plane: one long contiguous run per pass
-    instead of one per output row (9 passes of cifar10_quick's pool1: 4.5 -> 1.5 ms).
-    The real outputs are read out of it at the end. Other pooling (2x2/2, global)
-    runs its passes over output-shaped views.
-
-    MAX routes to the first maximum of each window, as Caffe's argmax does.
+    """Caffe's Pooling, MAX or AVE: the reference form above (MAX routes each output's
+    gradient to its window's first maximum, AVE spreads it evenly), run on a
+    :class:`~cnntrain.engine.pool_plan.PoolPlan` built by ``reshape`` for each input
+    shape.
     """
 
     param_blocks = ("pooling_param",)
@@ -87,236 +136,31 @@ class Pooling(Layer):
         if self.ph >= self.kh or self.pw >= self.kw:
             raise SetupError(f"pad ({self.ph}, {self.pw}) must be smaller than the kernel "
                              f"({self.kh}, {self.kw})", "pooling_param.pad")
+        self.ceil = p.round_mode == "CEIL"
+        self.reshape(bottom_shapes)
+        return [(n, c, self.ho, self.wo)]
+
+    def reshape(self, bottom_shapes: Sequence[Shape]) -> None:
+        """The output size for this input, and the plan of the passes over it."""
+        (shape,) = bottom_shapes
+        n, c, h, w = shape
         if h + 2 * self.ph < self.kh or w + 2 * self.pw < self.kw:
             raise SetupError(f"kernel {self.kh}x{self.kw} is larger than the padded input "
                              f"{h + 2 * self.ph}x{w + 2 * self.pw}", "pooling_param.kernel_size")
-        ceil = p.round_mode == "CEIL"
-        self.ho = pooled_size(h, self.kh, self.sh, self.ph, ceil)
-        self.wo = pooled_size(w, self.kw, self.sw, self.pw, ceil)
-        # The padded extent every window fits in (ceil rounding can overhang the far side).
-        self.hp = max(h + self.ph, (self.ho - 1) * self.sh + self.kh - self.ph) + self.ph
-        self.wp = max(w + self.pw, (self.wo - 1) * self.sw + self.kw - self.pw) + self.pw
-        self.plane = (-(-self.hp // self.sh), -(-self.wp // self.sw))
-        self.phases = [(a, b) for a in range(min(self.sh, self.kh))
-                       for b in range(min(self.sw, self.kw))]
-        # Each kernel offset as (phase, row and column shift within the phase plane).
-        self.taps = [(self.phases.index((i % self.sh, j % self.sw)), i // self.sh, j // self.sw)
-                     for i in range(self.kh) for j in range(self.kw)]
-        # Flat passes pay when windows overlap (several taps read each phase) and the
-        # planes hold little besides real outputs.
-        self.flat = ((self.kh > self.sh or self.kw > self.sw)
-                     and self.plane[0] * self.plane[1] <= 2 * self.ho * self.wo)
-        if self.method == "AVE":
-            div = np.outer(ave_divisor(h, self.kh, self.sh, self.ph, self.ho),
-                           ave_divisor(w, self.kw, self.sw, self.pw, self.wo))
-            self.inv_divisor = (1.0 / div)
-        self._bordered = None      # the phase layout whose borders hold the fill value
-        self._base_key = None      # the scatter target that _scatter_base was built for
-        return [(n, c, self.ho, self.wo)]
+        self.ho = pooled_size(h, self.kh, self.sh, self.ph, self.ceil)
+        self.wo = pooled_size(w, self.kw, self.sw, self.pw, self.ceil)
+        self.geometry = PoolGeometry(self.kh, self.kw, self.sh, self.sw, self.ph, self.pw,
+                                     self.ho, self.wo)
+        self.plan = PoolPlan(self.geometry, shape, self.method, self.ws)
 
-    # --- phases and taps ---------------------------------------------------------------
-    def _phase_buffer(self, name: str, n: int, c: int, dtype) -> np.ndarray:
-        """(phases, n*c*plane + slack) flat buffer: slack lets the last plane's flat taps
-        run past its end (into values that only reach the discarded outputs)."""
-        hq, wq = self.plane
-        slack = max(r * wq + q for _, r, q in self.taps)
-        return self.ws.get(name, (len(self.phases), n * c * hq * wq + slack), dtype, zero=True)
-
-    def _planes(self, buffer: np.ndarray, n: int, c: int) -> list[np.ndarray]:
-        hq, wq = self.plane
-        return [row[:n * c * hq * wq].reshape(n, c, hq, wq) for row in buffer]
-
-    def _output_buffer(self, name: str, n: int, c: int, dtype) -> np.ndarray:
-        """Where the passes write: pitched like a phase plane (flat mode) or the output
-        shape itself."""
-        shape = (n, c) + (self.plane if self.flat else (self.ho, self.wo))
-        return self.ws.get(name, shape, dtype)
-
-    def _taps(self, phases: np.ndarray, n: int, c: int, s: slice, clip: bool = False):
-        """For images ``s``: (region of a phase, index of the matching region of an
-        output-shaped buffer, see ``_region``) for every kernel offset. ``clip`` (when
-        adding into the phases): a flat tap's last elements reach into the next image,
-        which another worker owns; they carry only discarded outputs, so they are cut."""
-        hq, wq = self.plane
-        if not self.flat:
-            planes = self._planes(phases, n, c)
-            for p, r, q in self.taps:
-                yield planes[p][s, :, r:r + self.ho, q:q + self.wo], s
-            return
-        lo, hi = s.start * c * hq * wq, s.stop * c * hq * wq
-        for p, r, q in self.taps:
-            shift = r * wq + q
-            if clip:
-                yield phases[p][lo + shift:hi], slice(lo, hi - shift)
-            else:
-                yield phases[p][lo + shift:hi + shift], slice(lo, hi)
-
-    def _region(self, buffer: np.ndarray, index) -> np.ndarray:
-        return buffer.reshape(-1)[index] if self.flat else buffer[index]
-
-    def _valid(self, out: np.ndarray, s: slice) -> np.ndarray:
-        """The real outputs of images ``s`` in ``out``."""
-        return out[s, :, :self.ho, :self.wo]
-
-    def _phase_pixels(self, planes, h: int, w: int):
-        """For each phase plane: (plane, its rows and columns that hold input pixels,
-        those pixels' rows and columns in the input), as pairs of slices; None for a
-        phase that holds no input pixel."""
-        for (a, b), plane in zip(self.phases, planes):
-            r0, top, rows = phase_span(a, self.sh, self.ph, h, plane.shape[2])
-            c0, left, cols = phase_span(b, self.sw, self.pw, w, plane.shape[3])
-            if not (rows and cols):
-                yield plane, (slice(r0, r0), slice(c0, c0)), None
-                continue
-            yield (plane, (slice(r0, r0 + rows), slice(c0, c0 + cols)),
-                   (slice(top, top + self.sh * (rows - 1) + 1, self.sh),
-                    slice(left, left + self.sw * (cols - 1) + 1, self.sw)))
-
-    def _fill_phases(self, x: np.ndarray, planes, fill: float | None, s: slice) -> None:
-        """Copy images ``s`` of ``x`` into the phase planes; with ``fill``, write it into
-        the planes' borders (padding, overhang) too."""
-        for plane, (rows, cols), pixels in self._phase_pixels(planes, *x.shape[2:]):
-            p = plane[s]
-            if fill is not None:
-                for border in (p[:, :, :rows.start], p[:, :, rows.stop:],
-                               p[:, :, rows, :cols.start], p[:, :, rows, cols.stop:]):
-                    border.fill(fill)
-            if pixels is not None:
-                p[:, :, rows, cols] = x[s, :, pixels[0], pixels[1]]
-
-    def _unfill_phases(self, planes, dx: np.ndarray, s: slice) -> None:
-        """``_fill_phases`` backwards: each input pixel's gradient from its phase."""
-        if self.sh > self.kh or self.sw > self.kw:
-            dx[s].fill(0)           # pixels no window reaches
-        for plane, (rows, cols), pixels in self._phase_pixels(planes, *dx.shape[2:]):
-            if pixels is not None:
-                dx[s, :, pixels[0], pixels[1]] = plane[s, :, rows, cols]
-
-    # --- forward / backward ------------------------------------------------------------
     def forward(self, bottom):
         (x,) = bottom
-        n, c = x.shape[:2]
         self.in_shape = x.shape
-        is_max = self.method == "MAX"
-        phases = self._phase_buffer("phases", n, c, x.dtype)
-        planes = self._planes(phases, n, c)
-        y = self.buffer("y", (n, c, self.ho, self.wo), x.dtype)
-        out = self._output_buffer("out", n, c, x.dtype) if self.flat else y
-        scale = None if is_max else self.inv_divisor.astype(x.dtype)
-        # Nothing else writes the planes' borders, so they are filled only when the
-        # buffer is new or laid out anew: 1x1-wide strips, slow to fill (a quarter of
-        # pool1's phase fill on cifar10_quick).
-        fill = -np.inf if is_max else 0.0
-        layout = (phases.ctypes.data, phases.shape, fill)
-        borders = fill if layout != self._bordered else None
-
-        def images(s: slice) -> None:
-            # Flat taps read a little of the next image's planes, perhaps while another
-            # worker fills them: that reaches only discarded outputs.
-            self._fill_phases(x, planes, borders, s)
-            for k, (tap, index) in enumerate(self._taps(phases, n, c, s)):
-                dst = self._region(out, index)
-                if k == 0:
-                    np.copyto(dst, tap)
-                elif is_max:
-                    np.maximum(dst, tap, out=dst)
-                else:
-                    dst += tap
-            if scale is not None:
-                np.multiply(self._valid(out, s), scale, out=y[s])
-            elif self.flat:
-                y[s] = self._valid(out, s)
-        over_slices(n, images, out.size * len(self.taps))
-        self._bordered = layout
-        if is_max:
-            self.kept = phases, out
-        return [y]
+        y = self.buffer("y", (x.shape[0], x.shape[1], self.ho, self.wo), x.dtype)
+        return [self.plan.forward(x, y)]
 
     def backward(self, top_diff, propagate_down):
         if not propagate_down[0]:
             return [None]
         (dy,) = top_diff
-        n, c = self.in_shape[:2]
-        dx = self.buffer("dx", self.in_shape, dy.dtype)
-        if self.method == "MAX":
-            self._max_backward(dy, dx)
-            return [dx]
-        scale = self.inv_divisor.astype(dy.dtype)
-        dphases = self._phase_buffer("dphases", n, c, dy.dtype)
-        dplanes = self._planes(dphases, n, c)
-        share = self._output_buffer("share", n, c, dy.dtype)
-
-        def images(s: slice) -> None:
-            if self.flat:
-                share[s].fill(0)      # discarded outputs must add nothing
-            np.multiply(dy[s], scale, out=self._valid(share, s))
-            for plane in dplanes:
-                plane[s].fill(0)
-            for tap, index in self._taps(dphases, n, c, s, clip=True):
-                tap += self._region(share, index)
-            self._unfill_phases(dplanes, dx, s)
-        over_slices(n, images, share.size * len(self.taps))
-        return [dx]
-
-    def _max_backward(self, dy: np.ndarray, dx: np.ndarray) -> None:
-        """Each output's gradient goes to the first window element equal to its max
-        (Caffe's argmax), found here rather than stored by a slower forward: visiting
-        the offsets last to first and overwriting leaves the first match. What is kept
-        per output is that element's distance from the window's first one, so that its
-        flat index is one add away. Then one scatter-add, since overlapping windows can
-        share a pixel.
-
-        Without padding the scatter goes straight into ``dx``: every window starts on a
-        real pixel, and past the far edge lies only -inf, which is never the first
-        maximum. With padding it goes into a padded copy (a window of NaN or -inf routes
-        to its first element, which may be padding)."""
-        n, c, h, w = self.in_shape
-        phases, out = self.kept
-        padded = bool(self.ph or self.pw)
-        target = self.ws.get("dxp", (n, c, self.hp, self.wp), dy.dtype) if padded else dx
-        base, distance = self._scatter_base(n, c, *target.shape[2:])
-        # The distances in the narrowest unsigned type that holds them: the search
-        # below is wrapping arithmetic on it, cheaper the narrower.
-        kind = next(t for t in (np.uint8, np.uint16, np.uint32) if distance[-1] <= np.iinfo(t).max)
-        arg = self.ws.get("arg", out.shape, kind)
-        step = self.ws.get("step", out.shape, kind)
-        hit = self.ws.get("hit", out.shape, np.uint8)
-        index = self.ws.get("index", base.shape, base.dtype)
-        flat = target.reshape(-1)
-
-        def images(s: slice) -> None:
-            taps = list(self._taps(phases, n, c, s))
-            region = self._region
-            region(arg, taps[0][1]).fill(0)   # a NaN window matches nothing: offset 0
-            for k in reversed(range(len(taps))):
-                tap, where = taps[k]
-                arg_k, hit_k, step_k = region(arg, where), region(hit, where), region(step, where)
-                np.equal(tap, region(out, where), out=hit_k.view(bool))
-                # arg = distance k where hit, else unchanged: unsigned arithmetic
-                # (wrapping) is much faster than a masked copy.
-                np.subtract(int(distance[k]), arg_k, out=step_k)
-                step_k *= hit_k
-                arg_k += step_k
-            np.add(base[s], self._valid(arg, s) if self.flat else arg[s], out=index[s])
-            target[s].fill(0)
-            np.add.at(flat, index[s].reshape(-1), dy[s].reshape(-1))
-            if padded:
-                dx[s] = target[s, :, self.ph:self.ph + h, self.pw:self.pw + w]
-        over_slices(n, images, arg.size * len(self.taps))
-
-    def _scatter_base(self, n: int, channels: int, rows: int, pitch: int):
-        """Flat index, in the scatter target (``n`` images of ``channels`` planes of
-        ``rows`` x ``pitch``), of every window's first element: (n, channels, ho, wo);
-        and each kernel offset's distance from it, in kernel order."""
-        key = (n, channels, rows, pitch)
-        if self._base_key != key:
-            size = n * channels * rows * pitch
-            dtype = np.int32 if size < 2 ** 31 else np.int64
-            corner = (np.arange(self.ho)[:, None] * self.sh * pitch
-                      + np.arange(self.wo)[None, :] * self.sw)
-            plane = np.arange(n * channels).reshape(n, channels, 1, 1) * (rows * pitch)
-            self._base = (plane + corner).astype(dtype)
-            i, j = np.divmod(np.arange(self.kh * self.kw), self.kw)
-            self._distance = i * pitch + j
-            self._base_key = key
-        return self._base, self._distance
+        return [self.plan.backward(dy, self.buffer("dx", self.in_shape, dy.dtype))]
