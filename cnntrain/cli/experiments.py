@@ -145,7 +145,8 @@ def sweep(config, data_dir, sets, fixed, runs_dir, name, dry_run, progress, quie
     newest snapshot. At the end it prints a table of each trial's settings, best
     test accuracy, final training loss and training time, and writes it as
     results.csv and results.md beside the trials. A diverged trial is marked failed
-    and the sweep goes on.
+    and the sweep goes on. The time counts the sessions that ended: a trial's part
+    of a killed session is not counted.
 
     \b
     Examples:
