@@ -125,8 +125,8 @@ def test_sweep_dry_run_lists_the_grid_and_writes_nothing(setup):
                  "--set", "solver.stepvalue=[4,8],[6]", "--fix", "solver.lr_policy=multistep")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("8 trials in")
-    assert "1. trial-1-base_lr=0.01-momentum=0-stepvalue=_4_8: solver.lr_policy=multistep " \
+    assert lines[0].startswith("8 trials in") and "each with solver.lr_policy=multistep" in lines[0]
+    assert "1. trial-1-base_lr=0.01-momentum=0-stepvalue=_4_8: " \
            "solver.base_lr=0.01 solver.momentum=0 solver.stepvalue=[4,8]" in lines[1]
     assert "8. trial-8-base_lr=0.05-momentum=0.9-stepvalue=_6:" in lines[8]
     assert not (tmp / "runs").exists()
@@ -232,3 +232,31 @@ def test_sweep_bad_input_is_one_line_and_writes_nothing(setup, args, words):
     assert result.exit_code == 2, result.output
     assert words in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp / "runs").exists()
+
+
+def test_a_stop_signal_ends_the_sweep_with_exit_5_and_it_continues_later(setup, monkeypatch):
+    import os
+    import signal
+
+    from cnntrain.trainer import Trainer
+
+    tmp, data, config = setup
+    sets = ["--set", "solver.base_lr=0.01,0.05"]
+    real_step = Trainer._accumulate_gradients
+
+    def step_then_signal(self, passes):
+        loss = real_step(self, passes)
+        if self.exp.name.startswith("trial-2") and self.solver.iter == 3:
+            os.kill(os.getpid(), signal.SIGINT)       # as Ctrl-C would
+        return loss
+
+    monkeypatch.setattr(Trainer, "_accumulate_gradients", step_then_signal)
+    stopped = run("sweep", config, "--data-dir", data, "--runs-dir", tmp / "runs", *sets)
+    assert stopped.exit_code == 5, stopped.output
+    assert "sweep stopped in trial-2-base_lr=0.05" in stopped.output
+    root = tmp / "runs" / "tiny-sweep"
+    assert (root / "trial-2-base_lr=0.05" / "snapshots" / "iter_4.h5").is_file()
+    monkeypatch.setattr(Trainer, "_accumulate_gradients", real_step)
+    again = run("sweep", config, "--data-dir", data, "--runs-dir", tmp / "runs", *sets)
+    assert again.exit_code == 0 and "resuming trial-2-base_lr=0.05 at iteration 4" in again.output
+    assert [r["status"] for r in _table(root)] == ["done", "done"]

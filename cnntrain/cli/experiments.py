@@ -140,9 +140,9 @@ def sweep(config, data_dir, sets, fixed, runs_dir, name, dry_run, progress, quie
     """Train CONFIG once per combination of the --set values, one trial after another.
 
     Each trial is a normal run folder, <runs-dir>/<name>/trial-<k>-<settings>/, with
-    its own snapshots (every max_iter/4 iterations if the config takes none). Started
-    again, the sweep skips finished trials and resumes an interrupted one from its
-    newest snapshot. At the end it prints a table of each trial's settings, best
+    its own snapshots (every max_iter/4 iterations if the config takes none before
+    max_iter). Started again, the sweep skips finished trials and resumes an
+    interrupted one from its newest snapshot. At the end it prints a table of each trial's settings, best
     test accuracy, final training loss and training time, and writes it as
     results.csv and results.md beside the trials. A diverged trial is marked failed
     and the sweep goes on. The time counts the sessions that ended: a trial's part
@@ -162,9 +162,11 @@ def sweep(config, data_dir, sets, fixed, runs_dir, name, dry_run, progress, quie
         if as_json:
             echo_json({**plan.as_dict(), "dry_run": True})
             return
-        click.echo(f"{len(plan.trials)} trials in {plan.root}:")
+        click.echo(f"{len(plan.trials)} trials in {plan.root}"
+                   + (f", each with {' '.join(fixed)}" if fixed else "") + ":")
         for k, trial in enumerate(plan.trials, start=1):
-            click.echo(f"  {k}. {trial.name}: {' '.join(trial.overrides)}")
+            extra = trial.overrides[len(fixed) + len(plan.axes):]   # e.g. a snapshot interval
+            click.echo(f"  {k}. {trial.name}: {' '.join(plan.swept(trial) + extra)}")
         return
 
     def say(line: str) -> None:

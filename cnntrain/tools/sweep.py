@@ -141,11 +141,17 @@ class Sweep:
             tname = trial_name(k, len(grid), axes, values)
             overrides = [*base_overrides, *(f"{a.path}={v}" for a, v in zip(axes, values))]
             exp = load_experiment_with(config, overrides + [f"name={tname}"])
-            if exp.solver.snapshot == 0:
-                # Without snapshots an interrupted trial could only start over.
+            if not 0 < exp.solver.snapshot < exp.solver.max_iter:
+                # Without snapshots before the end an interrupted trial could only
+                # start over.
                 overrides.append(f"solver.snapshot={max(1, exp.solver.max_iter // 4)}")
             sweep.trials.append(Trial(tname, overrides))
         return sweep
+
+    def swept(self, trial: Trial) -> list[str]:
+        """The ``PATH=VALUE`` settings of ``trial`` that the grid varies."""
+        start = len(self.base_overrides)
+        return trial.overrides[start:start + len(self.axes)]
 
     # --- state -----------------------------------------------------------------------
     @property
@@ -155,7 +161,8 @@ class Sweep:
     def _grid_dict(self) -> dict:
         return {"config": str(self.config), "axes": [[a.path, list(a.values)] for a in self.axes],
                 "base_overrides": self.base_overrides,
-                "trials": [t.name for t in self.trials]}
+                "trials": [t.name for t in self.trials],
+                "overrides": [t.overrides for t in self.trials]}
 
     def load_state(self) -> bool:
         """Take the trial states of an earlier start of this sweep; False if none.
@@ -169,8 +176,7 @@ class Sweep:
             raise CnnTrainError(f"{self.state_path} is unreadable ({err}); remove it or "
                                 "give the sweep another --name") from None
         mine = self._grid_dict()
-        if {k: grid.get(k) for k in ("axes", "base_overrides", "trials")} != \
-                {k: mine[k] for k in ("axes", "base_overrides", "trials")}:
+        if grid != mine:
             raise CnnTrainError(f"{self.root} holds another sweep (other --set values); give "
                                 "this one another --name")
         fields = set(Trial.__dataclass_fields__) - {"name", "overrides"}
@@ -206,7 +212,7 @@ class Sweep:
         for k, trial in enumerate(self.trials, start=1):
             if trial.status != "pending":
                 continue
-            notify(f"trial {k}/{len(self.trials)}: {trial.name} ({' '.join(trial.overrides)})")
+            notify(f"trial {k}/{len(self.trials)}: {trial.name}")
             self._run_trial(trial, data_dir, notify, progress)
             self.save_state()
             self.write_tables()
@@ -272,8 +278,8 @@ class Sweep:
                   "final_loss", "seconds", "status"]
         rows = []
         for k, t in enumerate(self.trials, start=1):
-            values = [o.partition("=")[2] for o in t.overrides[len(self.base_overrides):]]
-            rows.append([str(k), *values[:len(self.axes)],
+            values = [o.partition("=")[2] for o in self.swept(t)]
+            rows.append([str(k), *values,
                          "" if t.best_test_accuracy is None else f"{t.best_test_accuracy:.4f}",
                          "" if t.best_iter is None else str(t.best_iter),
                          "" if t.final_loss is None else f"{t.final_loss:.4f}",
