@@ -217,6 +217,39 @@ PARAM_BLOCKS: dict[str, dict[str, Field]] = {
         "crop_size": Field("int", 0, min=0),
         "mean_value": Field("floats", None),
         "mean_image": Field("bool", False, doc="subtract the training split's per-pixel mean"),
+        # TRAIN-only augmentations (see data/augment.py); the validator refuses them in TEST.
+        "erase_prob": Field("float", 0.0, min=0.0, max=1.0,
+                            doc="Cutout / random erasing: the chance each image gets a box "
+                                "erased; 0: off"),
+        "erase_size": Field("int", 0, min=0, doc="Cutout: a square of this side centred "
+                                                 "anywhere (clipped at the edges); 0: random "
+                                                 "erasing with erase_scale and erase_ratio"),
+        "erase_scale": Field("floats", [0.02, 1 / 3], min=0.0,
+                             doc="random erasing: [min, max] share of the image's area"),
+        "erase_ratio": Field("floats", [0.3, 3.3], min=0.0,
+                             doc="random erasing: [min, max] aspect ratio (width / height)"),
+        "erase_fill": Field("enum", "value", choices=("value", "random"),
+                            doc="value: erase_value; random: standard normal noise"),
+        "erase_value": Field("float", 0.0, doc="the fill, after mean and scale (0: the mean "
+                                               "colour when the mean is subtracted)"),
+        "resized_crop": Field("bool", False,
+                              doc="random resized crop: a box of random area share and aspect "
+                                  "ratio, resized bilinearly to crop_size (default: the image "
+                                  "size); replaces shift"),
+        "resized_crop_scale": Field("floats", [0.08, 1.0], min=0.0,
+                                    doc="[min, max] share of the image's area"),
+        "resized_crop_ratio": Field("floats", [0.75, 4 / 3], min=0.0,
+                                    doc="[min, max] aspect ratio (width / height), drawn "
+                                        "log-uniformly"),
+        "mixup_alpha": Field("float", 0.0, min=0.0,
+                             doc="mixup: blend each batch with a permutation of itself, "
+                                 "lam ~ Beta(alpha, alpha); the labels become (a, b, lam) "
+                                 "mixed targets; 0: off"),
+        "cutmix_alpha": Field("float", 0.0, min=0.0,
+                              doc="CutMix: paste a box of the permuted batch, area 1 - lam; "
+                                  "with mixup_alpha too, each batch is one or the other"),
+        "mix_prob": Field("float", 1.0, min=0.0, max=1.0,
+                          doc="the chance a batch is mixed (mixup or CutMix)"),
     },
     # --- activations, losses, and the layers of Bouvrie's "Notes on CNNs" -------------
     "prelu_param": {

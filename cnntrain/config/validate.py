@@ -305,7 +305,30 @@ def parse_net(raw: Any, file: str | None) -> NetSpec:
     net = NetSpec(name=name, layers=layers, where=where)
     for phase in schema.PHASES:
         check_graph(net, phase)
+    check_train_only_augmentation(net)
     return net
+
+
+def check_train_only_augmentation(net: NetSpec) -> None:
+    """Erasing, resized crops and mixing change what a test would measure: a Data layer
+    in the TEST phase (one without ``include: {phase: TRAIN}``) may not ask for them."""
+    from cnntrain.data.augment import RANGE_FIELDS, TRAIN_ONLY_FIELDS, range_problem
+
+    for spec in net.layers:
+        t = spec.blocks.get("transform_param")
+        if t is None:
+            continue
+        for key, lo_hi in RANGE_FIELDS.items():
+            problem = range_problem(t[key], *lo_hi)
+            if problem:
+                raise spec.error(problem, f"transform_param.{key}")
+        if not spec.in_phase("TEST"):
+            continue
+        for key, off in TRAIN_ONLY_FIELDS.items():
+            if t[key] != off:
+                raise spec.error(f"is a TRAIN-only augmentation, but this Data layer is also in "
+                                 "the TEST phase (give it include: {phase: TRAIN})",
+                                 f"transform_param.{key}")
 
 
 def check_graph(net: NetSpec, phase: str) -> None:

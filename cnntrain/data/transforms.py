@@ -49,7 +49,10 @@ class Transformer:
     def __init__(self, *, scale: float = 1.0, mean: np.ndarray | None = None,
                  mirror: bool | str = False, shift: int = 0, crop_size: int = 0,
                  train: bool = True, dtype=np.float32, pad_mode: str = "zero",
-                 flip_bits: np.ndarray | None = None):
+                 flip_bits: np.ndarray | None = None, resized_crop=None, erase=None):
+        # resized_crop (data.augment.ResizedCrop) replaces the shifted window in TRAIN;
+        # erase (data.augment.Erase) is applied last, to the output window.
+        self.resized_crop, self.erase = resized_crop, erase
         self.scale, self.shift, self.crop = scale, shift, crop_size
         self.mirror = "random" if mirror is True else (mirror or None)
         if self.mirror == "alternate" and flip_bits is None:
@@ -92,7 +95,15 @@ class Transformer:
         if flip is not None:
             flip = flip[part]
             x[flip] = x[flip, :, :, ::-1]
-        return self._window(x, rng, n, part)
+        if self.train and self.resized_crop is not None:
+            # Whole batches only: the Data layer refuses these with a split batch.
+            _, _, oh, ow = self.out_shape(x.shape)
+            x = self.resized_crop(x, rng, oh, ow)
+        else:
+            x = self._window(x, rng, n, part)
+        if self.train and self.erase is not None:
+            x = self.erase(x, rng)
+        return x
 
     def _window(self, x: np.ndarray, rng: np.random.Generator, n: int,
                 part: slice) -> np.ndarray:

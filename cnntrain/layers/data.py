@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnntrain.data import augment
 from cnntrain.data.batches import BatchSampler
 from cnntrain.data.store import dataset_split, mean_image, resolve_data_dir
 from cnntrain.data.transforms import Transformer
@@ -53,9 +54,19 @@ class Data(Layer):
             # Each image's flip in even epochs, drawn once from a stream of its own; a
             # resumed run draws the same bits again when it builds the net.
             flip_bits = self.rngs.get(f"flip/{self.name}").random(shape[0]) < 0.5
+        resized_crop, erase, self.mix = (augment.resized_crop_from(t), augment.erase_from(t),
+                                         augment.mix_from(t))
+        if resized_crop is not None and t.shift:
+            raise SetupError("random resized crop replaces the shifted window: set shift to 0",
+                             "transform_param.resized_crop")
+        if self.mix is not None and len(self.spec.top) < 2:
+            raise SetupError("mixup and CutMix mix the labels too: give the layer a label top",
+                             "transform_param.mixup_alpha" if t.mixup_alpha
+                             else "transform_param.cutmix_alpha")
         self.transform = Transformer(scale=t.scale, mean=mean, mirror=mirror, shift=t.shift,
                                      crop_size=t.crop_size, train=train, dtype=self.dtype,
-                                     pad_mode=t.pad_mode, flip_bits=flip_bits)
+                                     pad_mode=t.pad_mode, flip_bits=flip_bits,
+                                     resized_crop=resized_crop, erase=erase)
         # The test-time views ``cnntrain test`` averages over (see ``evaluate``).
         self.test_views, self.test_shift = t.test_views, t.test_shift
         shuffle = train if p.shuffle is None else p.shuffle
@@ -77,9 +88,17 @@ class Data(Layer):
                 raise SetupError(str(err), "data_param.batch_size") from None
             self.rows = self.ctx.shard.rows(p.batch_size)
             rows = p.batch_size // self.ctx.shard.size
+            if resized_crop is not None or erase is not None or self.mix is not None:
+                # Their draws are made per row of what they are given; a split batch
+                # would draw differently from the whole one.
+                raise SetupError("random resized crop, erasing, mixup and CutMix need the "
+                                 "whole batch in one process (not yet with MPI)",
+                                 "transform_param")
         self.last_indices: np.ndarray | None = None
         out = self.transform.out_shape((rows,) + shape[1:])
-        return [out] + ([(rows,)] if len(self.spec.top) > 1 else [])
+        # Mixed targets are (label_a, label_b, lam) per image (see data/augment.py).
+        label_shape = (rows, 3) if self.mix is not None else (rows,)
+        return [out] + ([label_shape] if len(self.spec.top) > 1 else [])
 
     def _open(self, p, t, data_dir) -> np.ndarray | None:
         """Find the images (native file or readers); set ``images``, the class names and
@@ -155,10 +174,14 @@ class Data(Layer):
         self.sampler.rewind()
 
     def _cut(self, sampler: BatchSampler, rng: np.random.Generator):
-        """One batch: the indices drawn by ``sampler`` and their transformed images."""
+        """One batch: the indices drawn by ``sampler``, their transformed images, and their
+        mixed targets when mixup or CutMix is on (else None: the plain labels are used)."""
         idx = sampler.next()
         data = self.transform(self.images.images[idx], rng, idx, sampler.last_epochs, self.rows)
-        return idx[self.rows], data
+        if self.mix is None:
+            return idx[self.rows], data, None
+        data, targets = self.mix(data, self.images.labels[idx], rng)
+        return idx, data, targets
 
     def forward(self, bottom):
         if self._prefetch and self.prefetcher is None:
@@ -166,13 +189,14 @@ class Data(Layer):
 
             self.prefetcher = Prefetcher(self.sampler, self.rngs.get("augment"), self._cut)
         if self.prefetcher is not None:
-            idx, data = self.prefetcher.next()
+            idx, data, targets = self.prefetcher.next()
         else:
-            idx, data = self._cut(self.sampler, self.rngs.get("augment"))
+            idx, data, targets = self._cut(self.sampler, self.rngs.get("augment"))
         self.last_indices = idx     # which images this batch holds (for reports)
         tops = [data]
         if len(self.spec.top) > 1:
-            tops.append(self.images.labels[idx].astype(self.dtype))
+            tops.append(self.images.labels[idx].astype(self.dtype) if targets is None
+                        else targets)
         return tops
 
     def backward(self, top_diff, propagate_down):

@@ -23,12 +23,27 @@ def _as_rows(x: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
 
 
-def _check_label_shape(layer: Layer, scores: tuple, labels: tuple, axis: int) -> None:
+def _check_label_shape(layer: Layer, scores: tuple, labels: tuple, axis: int) -> bool:
+    """Raise unless ``labels`` fit ``scores``; True when they are mixed targets, i.e. a
+    trailing axis of 3 holding (label_a, label_b, lam) per position (mixup, CutMix:
+    see data/augment.py)."""
     want = tuple(scores[:axis]) + tuple(scores[axis + 1:])
+    if tuple(labels) == want + (3,):
+        return True
     if tuple(labels) != want and not (len(labels) == len(want) + 1 and labels[-1] == 1
                                       and tuple(labels[:-1]) == want):
         raise SetupError(f"label shape {tuple(labels)} does not fit scores {tuple(scores)} "
-                         f"(expected {want})", "bottom")
+                         f"(expected {want}, or {want + (3,)} for mixed targets)", "bottom")
+    return False
+
+
+def _mixed(layer: Layer, label: np.ndarray, classes: int, ignore: int | None):
+    """Mixed targets (..., 3) as (label_a, label_b, lam, valid) per position; a
+    position is valid when neither of its labels is ignored."""
+    pairs = label.reshape(-1, 3)
+    a = _labels(layer, pairs[:, 0], classes, ignore)
+    b = _labels(layer, pairs[:, 1], classes, ignore)
+    return a, b, pairs[:, 2].astype(np.float64), _valid(a, ignore) & _valid(b, ignore)
 
 
 def _valid(lab: np.ndarray, ignore: int | None) -> np.ndarray:
@@ -103,7 +118,7 @@ class _SoftmaxCrossEntropy(Layer):
         scores, labels = bottom_shapes[:2]
         block, field = self.axis_field.split(".")
         self.axis = canonical_axis(self.param(block).axis, len(scores), self.axis_field)
-        _check_label_shape(self, scores, labels, self.axis)
+        self.mixed = _check_label_shape(self, scores, labels, self.axis)
         self.classes = scores[self.axis]
         self.outer = math.prod(scores[:self.axis])
         self.inner = math.prod(scores[self.axis + 1:])
@@ -118,9 +133,18 @@ class _SoftmaxCrossEntropy(Layer):
         rows = _as_rows(x, self.axis)
         shifted = rows - rows.max(axis=1, keepdims=True)
         logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        lab = _labels(self, label, rows.shape[1], self.ignore)
-        valid = _valid(lab, self.ignore)
-        target = self.targets(np.where(valid, lab, 0), bottom).astype(x.dtype, copy=False)
+        if self.mixed:
+            # lam * T(a) + (1 - lam) * T(b): the loss is linear in the target, so this is
+            # exactly lam * CE(a) + (1 - lam) * CE(b), and the gradient p - T still holds.
+            a, b, lam, valid = _mixed(self, label, rows.shape[1], self.ignore)
+            lam = lam[:, None]
+            target = (lam * self.targets(np.where(valid, a, 0), bottom)
+                      + (1 - lam) * self.targets(np.where(valid, b, 0), bottom))
+            target = target.astype(x.dtype, copy=False)
+        else:
+            lab = _labels(self, label, rows.shape[1], self.ignore)
+            valid = _valid(lab, self.ignore)
+            target = self.targets(np.where(valid, lab, 0), bottom).astype(x.dtype, copy=False)
         target *= valid[:, None]
         self.norm = loss_normalizer(self.normalization, self.outer, self.inner,
                                     int(valid.sum()))
@@ -367,7 +391,7 @@ class Accuracy(Layer):
         scores, labels = bottom_shapes
         p = self.param("accuracy_param")
         self.axis = canonical_axis(p.axis, len(scores), "accuracy_param.axis")
-        _check_label_shape(self, scores, labels, self.axis)
+        self.mixed = _check_label_shape(self, scores, labels, self.axis)
         self.top_k, self.ignore = p.top_k, p.ignore_label
         self.classes = scores[self.axis]
         if self.top_k > self.classes:
@@ -378,6 +402,8 @@ class Accuracy(Layer):
     def forward(self, bottom):
         x, label = bottom
         rows = _as_rows(x, self.axis)
+        if self.mixed:
+            return self._mixed_forward(x, rows, label)
         lab = _labels(self, label, self.classes, self.ignore)
         valid = _valid(lab, self.ignore)
         hit = (label_rank(rows, np.where(valid, lab, 0)) < self.top_k) & valid
@@ -388,6 +414,24 @@ class Accuracy(Layer):
             counts = np.bincount(lab[valid], minlength=self.classes)
             hits = np.bincount(lab[hit], minlength=self.classes)
             np.divide(hits, counts, out=per, where=counts > 0)
+            tops.append(per)
+        return tops
+
+    def _mixed_forward(self, x, rows, label):
+        """Accuracy against mixed targets: a hit on label_a counts lam, one on label_b
+        counts 1 - lam (so an unmixed image, lam = 1, counts as usual)."""
+        a, b, lam, valid = _mixed(self, label, self.classes, self.ignore)
+        hit_a = (label_rank(rows, np.where(valid, a, 0)) < self.top_k) & valid
+        hit_b = (label_rank(rows, np.where(valid, b, 0)) < self.top_k) & valid
+        score = lam * hit_a + (1 - lam) * hit_b
+        tops = [np.asarray(score.sum() / max(int(valid.sum()), 1), dtype=x.dtype)]
+        if len(self.spec.top) > 1:
+            k = self.classes
+            counts = (np.bincount(a[valid], lam[valid], k)
+                      + np.bincount(b[valid], (1 - lam)[valid], k))
+            hits = np.bincount(a[hit_a], lam[hit_a], k) + np.bincount(b[hit_b], (1 - lam)[hit_b], k)
+            per = np.zeros(k, x.dtype)
+            np.divide(hits, counts, out=per, where=counts > 0, casting="unsafe")
             tops.append(per)
         return tops
 
