@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -225,8 +225,12 @@ class _Tally:
 # and reported once, not warned about at every operation.
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
-             comm: "Communicator | None" = None) -> Evaluation:
+             comm: "Communicator | None" = None,
+             progress: Callable[[int], Any] | None = None) -> Evaluation:
     """Forward ``iterations`` batches, or exactly one pass over the test data if None.
+
+    ``progress(batches)``, if given, makes a progress bar (``cnntrain.progress``) that
+    is advanced once per batch and closed at the end.
 
     With ``tta`` ("flip" or "flip+shift"), each batch is also run through the net in
     the other views of :func:`tta_views` (shifted by the Data layer's ``test_shift``,
@@ -258,7 +262,10 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
     loss_sum, images = 0.0, 0
     single = averaged = None
     nonfinite = ""
+    bar = progress(iterations) if progress is not None else None
     for i in range(iterations):
+        if bar is not None:
+            bar.update(1)
         if comm is not None and i % comm.size != comm.rank:
             for layer in data_layers:      # another rank tests this batch
                 layer.sampler.next()
@@ -297,6 +304,8 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
             if averaged is None:
                 averaged = _Tally(rows.shape[1])
             averaged.add(probs / len(views), labels, ignore)
+    if bar is not None:
+        bar.close()
     if comm is not None:
         loss_sum, images, single, averaged = _sum_over_ranks(
             comm, net, scored, loss_sum, images, sums, single, averaged, tta is not None)

@@ -127,6 +127,13 @@ class RunDir:
             return [r for r in csv.DictReader(f) if r.get("iter", "").isdigit()
                     and int(r["iter"]) <= iteration]
 
+    def seconds_until(self, iteration: int) -> float:
+        """The ``seconds`` of the last metrics row up to ``iteration`` (0 without one):
+        where a resume of a snapshot without its own time count goes on from."""
+        seconds = [float(r["seconds"]) for r in self._rows_until(iteration)
+                   if r.get("seconds")]
+        return max(seconds, default=0.0)
+
     def _rewrite_metrics(self, rows: list[dict]) -> None:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, METRIC_FIELDS)

@@ -5,8 +5,11 @@ Layout::
     /data/<layer>/<i>            parameter i of a layer (Caffe's .caffemodel.h5 layout)
     /solver/history/<layer>/<i>  the solver's buffers for that parameter
     /state/data/<layer>/<key>    data-order state of each TRAIN data layer
+    /preprocess/<layer>          each TEST data layer's preprocessing (mean, scale, crop;
+                                 see cnntrain.data.preprocess); older snapshots lack it
     attrs: format, version, iter, solver_type, rng (JSON), config (YAML text),
-           callbacks (JSON: the training callbacks' state, e.g. early stopping)
+           callbacks (JSON: the training callbacks' state, e.g. early stopping),
+           seconds (training time so far, so metrics.csv stays cumulative on resume)
 
 Files are written to a temporary name in the same folder, flushed to disk, then
 renamed over the target: a crash at any moment leaves the old file or the new one,
@@ -17,10 +20,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnntrain.errors import SnapshotError, os_error_reason
+
+if TYPE_CHECKING:
+    from cnntrain.data.preprocess import Preprocessing
 
 FORMAT = "cnntrain-snapshot"
 VERSION = 1
@@ -39,6 +46,8 @@ class Snapshot:
     rng: str | None = None
     data_state: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     callbacks: dict[str, dict] = field(default_factory=dict)
+    preprocessing: dict[str, "Preprocessing"] = field(default_factory=dict)
+    seconds: float | None = None
 
     @property
     def resumable(self) -> bool:
@@ -100,12 +109,15 @@ def remove_stale_temporaries(folder: Path) -> None:
 
 def save_snapshot(path: Path, *, params, config: str, iteration: int, solver_type: str,
                   history, rng: str, data_state: dict[str, dict[str, np.ndarray]],
-                  callbacks: dict[str, dict] | None = None) -> None:
+                  callbacks: dict[str, dict] | None = None,
+                  preprocessing: dict[str, "Preprocessing"] | None = None,
+                  seconds: float | None = None) -> None:
     """Write a full training snapshot atomically.
 
     ``params`` is the net's ``param_keys`` list of (layer, index, Param); ``history``
     lists each parameter's solver buffers in the same order; ``callbacks`` holds the
-    training callbacks' state by name (plain JSON values).
+    training callbacks' state by name (plain JSON values); ``preprocessing`` the TEST
+    data layers' preprocessing by layer name.
     """
     import json
 
@@ -116,6 +128,8 @@ def save_snapshot(path: Path, *, params, config: str, iteration: int, solver_typ
                        rng=rng, config=config)
         if callbacks:
             f.attrs["callbacks"] = json.dumps(callbacks)
+        if seconds is not None:
+            f.attrs["seconds"] = float(seconds)
         for (layer, i, p), buffers in zip(params, history):
             f.create_dataset(f"data/{layer}/{i}", data=p.data)
             for k, buf in enumerate(buffers):
@@ -123,6 +137,8 @@ def save_snapshot(path: Path, *, params, config: str, iteration: int, solver_typ
         for layer, state in data_state.items():
             for key, value in state.items():
                 f.create_dataset(f"state/data/{layer}/{key}", data=value)
+        for layer, prep in (preprocessing or {}).items():
+            prep.write(f.create_group(f"preprocess/{layer}"))
 
     try:
         atomic_write(path, lambda tmp: write_hdf5(tmp, build))
@@ -191,6 +207,7 @@ def load_snapshot(path: str | Path) -> Snapshot:
     plugin filters, no oversized or non-numeric datasets."""
     import h5py
 
+    from cnntrain.data.preprocess import Preprocessing
     from cnntrain.safe_hdf5 import UnsafeFile, check_file
 
     path = Path(path)
@@ -217,6 +234,10 @@ def load_snapshot(path: str | Path) -> Snapshot:
                 snap.rng = _attr(path, attrs, "rng", str)
                 if "callbacks" in attrs:
                     snap.callbacks = _json_attr(path, attrs, "callbacks")
+                seconds = attrs.get("seconds")
+                if isinstance(seconds, (float, np.floating)) and np.isfinite(seconds) \
+                        and seconds >= 0:
+                    snap.seconds = float(seconds)
                 history = f.get("solver/history", {})
                 for layer, sub in _members(history, "solver/history", path):
                     where = f"solver/history/{layer}"
@@ -227,6 +248,12 @@ def load_snapshot(path: str | Path) -> Snapshot:
                 for layer, sub in _members(f.get("state/data", {}), "state/data", path):
                     snap.data_state[layer] = {k: v[()] for k, v in
                                               _members(sub, f"state/data/{layer}", path)}
+                for layer, group in _members(f.get("preprocess", {}), "preprocess", path):
+                    try:
+                        snap.preprocessing[layer] = Preprocessing.read(
+                            group, f"preprocess/{layer}")
+                    except (ValueError, AttributeError) as err:
+                        raise SnapshotError(f"{path}: {err}") from None
             return snap
     except SnapshotError:
         raise
@@ -275,8 +302,14 @@ def copy_weights(net, snap: Snapshot, *, strict: bool) -> list[str]:
         if saved is None:
             continue
         if saved.shape != p.data.shape:
+            # Caffe users fine-tune a changed layer by renaming it: then nothing is
+            # copied into it and it starts from its filler.
+            hint = "" if strict else (
+                f"; to start this layer afresh, rename it (e.g. --set net.layer.{layer}.name="
+                f"{layer}_new): --weights copies layers by name, as Caffe does")
             raise SnapshotError(f"{snap.path}: layer '{layer}' param {i} has shape "
-                                f"{saved.shape} in the file but {p.data.shape} in the net")
+                                f"{saved.shape} in the file but {p.data.shape} in the net"
+                                + hint)
         if saved.dtype.kind != "f":
             raise SnapshotError(f"{snap.path}: layer '{layer}' param {i} holds {saved.dtype} "
                                 "values, not floating point weights")

@@ -68,14 +68,20 @@ class Trainer:
 
     def __init__(self, exp: ExperimentSpec, *, runs_root: Path, data_dir: str | None = None,
                  notify: Callable[[str], None] = print, progress: bool = True,
-                 callbacks: Sequence[Callback] = (), comm: Communicator | None = None):
+                 callbacks: Sequence[Callback] = (), comm: Communicator | None = None,
+                 resume_flags: Sequence[str] = ()):
         self.exp, self.s = exp, exp.solver
+        self.runs_root, self.data_dir = Path(runs_root), data_dir
+        # Flags of the command line that shape the run (--plot, --report, ...): the
+        # printed resume command repeats them.
+        self.resume_flags = list(resume_flags)
         self.notify, self.progress = notify, progress
         # Called at each metrics row and test (curves, report, TensorBoard, early stop).
         self.callbacks = list(callbacks)
         if self.s.early_stop is not None:
             self.callbacks.append(EarlyStop.from_config(self.s.early_stop))
         self.stop_reason: str | None = None
+        self.interrupted = False      # stopped by SIGINT/SIGTERM (resumable as it was)
         self.comm = comm
         self._stop_request: _StopRequest | None = None
         if comm is None:
@@ -96,12 +102,19 @@ class Trainer:
                 self.run = FollowerRunDir(self.run)
         self.has_test = bool(self.test_net.data_layers()) and self.s.test_interval > 0
         self.last_snapshot: Path | None = None
+        # Training seconds of the pieces before a resume: metrics.csv's ``seconds``
+        # counts on from them, so wall-time curves do not jump back.
+        self.seconds_before = 0.0
+        self._start = time.perf_counter()
 
     # --- starting points -----------------------------------------------------------
     def resume(self, path: str | Path) -> None:
         snap = load_snapshot(path)
-        if not snap.resumable:
-            raise SnapshotError(f"{path} holds weights only; use --weights to fine-tune from it")
+        # A snapshot without a data position (``import-prototxt --weights`` writes such
+        # files) cannot continue a run: only its weights can start one.
+        if not snap.resumable or (not snap.data_state and self.train_net.data_layers()):
+            raise SnapshotError(f"{path}: this snapshot has weights only; use --weights "
+                                "to start from them")
         if snap.iteration > self.s.max_iter:
             raise SnapshotError(f"{path} is at iteration {snap.iteration}, past the config's "
                                 f"max_iter {self.s.max_iter}: nothing left to train")
@@ -142,6 +155,8 @@ class Trainer:
                 callback.load_state(state)
             except ValueError as err:
                 raise SnapshotError(f"{path}: {err}") from None
+        self.seconds_before = snap.seconds if snap.seconds is not None else \
+            self.run.seconds_until(snap.iteration)
         self.last_snapshot = Path(path)
 
     def _check_same_run(self, snap: Snapshot) -> None:
@@ -158,6 +173,18 @@ class Trainer:
                 f"{snap.path} was made with another config: {shown} changed. A resume "
                 f"may change only solver.{{{','.join(RESUME_MAY_CHANGE)}}}, the name and "
                 "logging; start a new run from its weights with --weights instead")
+    def resume_command(self, snapshot: Path) -> str:
+        """The shell command that continues this run from ``snapshot`` exactly: the
+        snapshot holds the config as trained (``--set`` overrides included), so only
+        where the run and the data live are repeated."""
+        import shlex
+
+        words = ["cnntrain", "train", "--resume", str(snapshot)]
+        if self.runs_root != Path("runs"):
+            words += ["--runs-dir", str(self.runs_root)]
+        if self.data_dir is not None:
+            words += ["--data-dir", str(self.data_dir)]
+        return shlex.join(words + self.resume_flags)
 
     def load_weights(self, path: str | Path) -> list[str]:
         copied = copy_weights(self.train_net, load_snapshot(path), strict=False)
@@ -181,7 +208,8 @@ class Trainer:
                      f"{self.exp.name} ({self.exp.file})")
         for callback in self.callbacks:
             callback.on_train_start(self)
-        start_time, losses = time.perf_counter(), deque(maxlen=s.average_loss)
+        start_time = self._start = time.perf_counter() - self.seconds_before
+        losses = deque(maxlen=s.average_loss)
         last_eval = None
         bar = self._bar(solver.iter)
         # Non-finite values are detected and reported by name below; numpy's own
@@ -209,9 +237,10 @@ class Trainer:
                     break
                 if stop.signal is not None:
                     path = self._snapshot()
+                    self.interrupted = True
                     self._close(bar)
                     msg = (f"stopped by signal {stop.signal} at iteration {it}; resume with: "
-                           f"cnntrain train {self.exp.file} --resume {path}")
+                           f"{self.resume_command(path)}")
                     self.run.log(msg)
                     raise TrainingError(msg)
             if self.stop_reason is not None:
@@ -258,10 +287,9 @@ class Trainer:
     def _bar(self, initial: int):
         if not self.progress:
             return None
-        from tqdm import tqdm
+        from cnntrain.progress import progress_bar
 
-        return tqdm(total=self.s.max_iter, initial=initial, desc=self.exp.name, unit="it",
-                    dynamic_ncols=True)
+        return progress_bar(self.s.max_iter, self.exp.name, "it", initial)
 
     def _close(self, bar) -> None:
         if bar is not None:
@@ -284,7 +312,14 @@ class Trainer:
             callback.on_metrics(row)
 
     def _test(self, bar, start: float) -> Evaluation:
-        ev = evaluate(self.test_net, self.s.test_iter, comm=self.comm)
+        progress = None
+        if self.progress:
+            from cnntrain.progress import progress_bar
+
+            def progress(batches: int):
+                return progress_bar(batches, f"test at iteration {self.solver.iter}", "batch",
+                                    nested=bar is not None)
+        ev = evaluate(self.test_net, self.s.test_iter, comm=self.comm, progress=progress)
         it = self.solver.iter
         parts = ", ".join(f"{k} = {v:.4f}" for k, v in ev.outputs.items())
         self._say(bar, f"iter {it}: test on {ev.images} images: {parts}")
@@ -315,7 +350,10 @@ class Trainer:
                           data_state={layer.name: layer.extra_state()
                                       for layer in self.train_net.data_layers()},
                           callbacks={c.state_key: c.state() for c in self.callbacks
-                                     if c.state_key is not None})
+                                     if c.state_key is not None},
+                          preprocessing={layer.name: layer.preprocessing
+                                         for layer in self.test_net.data_layers()},
+                          seconds=time.perf_counter() - self._start)
         except SnapshotError as err:
             # The failed write left nothing behind; say what the user still has.
             kept = (f"the last good snapshot is {self.last_snapshot}" if self.last_snapshot
@@ -360,6 +398,17 @@ class Trainer:
         raise TrainingError(msg)
 
 
+def snapshot_experiment(path: str | Path) -> ExperimentSpec:
+    """The config a snapshot was trained with (``cnntrain train --resume SNAP``)."""
+    from cnntrain.snapshot import stored_experiment
+
+    snap = load_snapshot(path)
+    if not snap.resumable or not snap.data_state:
+        raise SnapshotError(f"{path}: this snapshot has weights only; use --weights with a "
+                            "CONFIG to start from them")
+    return stored_experiment(snap)
+
+
 def load_test_net(path: str | Path, data_dir: str | None,
                   notify: Callable[[str], None] = print) -> tuple[Snapshot, ExperimentSpec, Net]:
     """A snapshot's TEST net with its weights, built from the config stored inside it."""
@@ -368,7 +417,8 @@ def load_test_net(path: str | Path, data_dir: str | None,
     snap: Snapshot = load_snapshot(path)
     exp = stored_experiment(snap)
     ctx = BuildContext(rngs=RngStreams(exp.solver.random_seed),
-                       data_dir=None if data_dir is None else Path(data_dir), notify=notify)
+                       data_dir=None if data_dir is None else Path(data_dir), notify=notify,
+                       preprocessing=snap.preprocessing)
     test_net = Net(exp.net, "TEST", ctx)  # only the TEST net: no training data to load
     copy_weights(test_net, snap, strict=True)
     if not test_net.data_layers():
@@ -377,22 +427,30 @@ def load_test_net(path: str | Path, data_dir: str | None,
 
 
 def evaluate_snapshot_net(test_net: Net, iterations: int | None,
-                          tta: str | None = None) -> Evaluation:
+                          tta: str | None = None, progress=None) -> Evaluation:
     """Evaluate a snapshot's TEST net as ``cnntrain test`` does. ``tta`` ("flip",
     "flip+shift"): also average the softmax over those views of each image
     (``evaluate.tta_views``); None: the views the TEST Data layer declares in
-    ``transform_param.test_views``; "none": one view only."""
+    ``transform_param.test_views``; "none": one view only. ``progress`` as in
+    :func:`cnntrain.evaluate.evaluate`."""
     if tta is None:
         tta = test_net.data_layers()[0].test_views
-    return evaluate(test_net, iterations, None if tta == "none" else tta)
+    return evaluate(test_net, iterations, None if tta == "none" else tta, progress=progress)
 
 
 def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None,
-                  notify: Callable[[str], None] = print, tta: str | None = None) -> Evaluation:
+                  notify: Callable[[str], None] = print, tta: str | None = None,
+                  progress: bool = False) -> Evaluation:
     """Evaluate a snapshot on its TEST net, built from the config stored inside it (``tta``
-    as in :func:`evaluate_snapshot_net`)."""
+    as in :func:`evaluate_snapshot_net`); ``progress``: show a bar over the batches."""
     _, _, test_net = load_test_net(path, data_dir, notify)
-    ev = evaluate_snapshot_net(test_net, iterations, tta)
+    bar = None
+    if progress:
+        from cnntrain.progress import progress_bar
+
+        def bar(batches: int):
+            return progress_bar(batches, f"testing {Path(path).name}", "batch")
+    ev = evaluate_snapshot_net(test_net, iterations, tta, bar)
     if ev.nonfinite_note:
         notify(ev.nonfinite_note)
     return ev

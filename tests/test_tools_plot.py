@@ -85,3 +85,41 @@ def test_training_hook_redraws_and_never_raises(runs):
     refresh()
     refresh()
     assert len(told) == 1 and told[0].startswith("warning: could not draw")
+
+
+def test_each_run_keeps_one_colour_in_every_panel_and_all_are_in_the_legend(tmp_path):
+    """A run without training-loss rows (tested only) used to take the colour another
+    run had in the other panels, and to be left out of the legend."""
+    pytest.importorskip("matplotlib", reason="the figure needs the optional matplotlib")
+    from matplotlib.colors import to_hex
+
+    from cnntrain.tools.plot import figure_for
+
+    folders = []
+    for name, text in (("tested_only", "iter,loss,lr,test_loss,test_accuracy,seconds\n"
+                                       "0,,,2.3,0.1,0.5\n10,,,2.0,0.3,1.0\n"),
+                       ("full", METRICS), ("third", METRICS)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.csv").write_text(text)
+        folders.append(folder)
+    fig = figure_for([read_metrics(f) for f in folders])
+    try:
+        colours: dict[str, set] = {}
+        for ax in fig.axes:
+            for line in ax.lines:
+                colours.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
+        assert set(colours) == {"tested_only", "full", "third"}
+        assert all(len(c) == 1 for c in colours.values()), colours
+        assert len({next(iter(c)) for c in colours.values()}) == 3
+        legends = fig.legends
+        assert len(legends) == 1
+        shown = {t.get_text(): to_hex(h.get_color())
+                 for t, h in zip(legends[0].get_texts(), legends[0].legend_handles
+                                 if hasattr(legends[0], "legend_handles")
+                                 else legends[0].legendHandles)}
+        assert shown == {label: next(iter(c)) for label, c in colours.items()}
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -109,54 +109,48 @@ def test_without_pillow_images_fail_in_one_line_and_arrays_still_work(trained, m
     assert run("predict", "--snapshot", snap, tmp / "x.npy", "--data-dir", data).exit_code == 0
 
 
-def test_the_mean_image_needs_the_dataset(trained, tmp_path):
+def _without_preprocessing(snap, copy):
+    """``snap`` as snapshots were written before they stored their preprocessing."""
+    import shutil
+
+    shutil.copy(snap, copy)
+    with h5py.File(copy, "a") as f:
+        del f["preprocess"]
+    return copy
+
+
+def test_an_older_snapshots_mean_image_needs_the_dataset(trained, tmp_path):
     _, _, snap = trained
+    old = _without_preprocessing(snap, tmp_path / "old.h5")
     np.save(tmp_path / "x.npy", np.zeros((32, 32, 3), np.uint8))
-    result = run("predict", "--snapshot", snap, tmp_path / "x.npy", "--data-dir", tmp_path / "none")
+    result = run("predict", "--snapshot", old, tmp_path / "x.npy", "--data-dir", tmp_path / "none")
     assert result.exit_code == 3
     line = result.stderr.strip()
     assert "\n" not in line and "mean image of cifar10's training split" in line
     assert "downloading is off" in line
 
 
-@pytest.mark.parametrize("make, code, words", [
-    (lambda p: np.save(p / "bad.npy", np.zeros((5, 5))), 1, "array of shape (5, 5); expected"),
-    (lambda p: (p / "notes.txt").write_text("x"), 1, "expected a .png, .jpg, .jpeg or .npy file"),
-])
-def test_bad_inputs_are_one_line_errors(trained, tmp_path, make, code, words):
-    _, data, snap = trained
-    make(tmp_path)
-    target = next(tmp_path.iterdir())
-    result = run("predict", "--snapshot", snap, target, "--data-dir", data)
-    assert result.exit_code == code and words in result.stderr
-    assert run("predict", "--snapshot", tmp_path / "no.h5", target).exit_code == 4
-
-
-def test_a_caffe_deploy_net_predicts_its_softmax(tmp_path):
-    net = tmp_path / "deploy.prototxt"
-    net.write_text(DEPLOY)
-    rng = np.random.default_rng(3)
-    w, b = rng.normal(0, 0.01, (4, 192)).astype(np.float32), rng.normal(0, 1, 4).astype(np.float32)
-    with h5py.File(tmp_path / "deploy.caffemodel.h5", "w") as f:
-        f["data/ip/0"], f["data/ip/1"] = w, b
-    out = tmp_path / "deploy.yaml"
-    imported = run("import-prototxt", net, "-o", out,
-                   "--weights", tmp_path / "deploy.caffemodel.h5")
-    assert imported.exit_code == 0, imported.stderr
-    assert "No solver prototxt was given" in out.read_text()
-    x = rng.integers(0, 256, (3, 3, 8, 8)).astype(np.uint8)
-    np.save(tmp_path / "x.npy", x)
-    result = run("predict", "--snapshot", tmp_path / "deploy.h5", tmp_path / "x.npy", "--json",
-                 "-k", "4")
-    assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
-    scores = x.reshape(3, -1).astype(np.float64) @ w.T.astype(np.float64) + b
-    expected = np.exp(scores - scores.max(axis=1, keepdims=True))
-    expected /= expected.sum(axis=1, keepdims=True)
-    for row, item in enumerate(doc):
-        assert [e["name"] for e in item["top"]] == [str(e["class"]) for e in item["top"]]
-        for e in item["top"]:
-            assert e["probability"] == pytest.approx(expected[row, e["class"]], abs=1e-5)
+def test_a_snapshot_stores_its_preprocessing_so_predict_needs_no_dataset(trained, tmp_path):
+    tmp, data, snap = trained
+    images = np.concatenate([np.frombuffer((data / "cifar-10-batches-bin" / f"data_batch_{i}.bin")
+                                           .read_bytes(), np.uint8).reshape(-1, 3073)[:, 1:]
+                             for i in range(1, 6)]).reshape(-1, 3, 32, 32)
+    with h5py.File(snap) as f:
+        group = f["preprocess/cifar"]
+        assert dict(group.attrs) == {"scale": 0.01, "crop_size": 0, "shift": 0,
+                                     "pad_mode": "zero"}
+        np.testing.assert_allclose(group["mean"][()], images.mean(axis=0), rtol=1e-6)
+    np.save(tmp_path / "x.npy", np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3)))
+    old = _without_preprocessing(snap, tmp_path / "old.h5")
+    with_data = run("predict", "--snapshot", old, tmp_path / "x.npy", "--data-dir", data,
+                    "--json", "-k", "10")
+    without = run("predict", "--snapshot", snap, tmp_path / "x.npy", "--data-dir",
+                  tmp_path / "none", "--json", "-k", "10")
+    assert with_data.exit_code == 0 and without.exit_code == 0, without.stderr
+    a, b = _probs(json.loads(with_data.stdout)), _probs(json.loads(without.stdout))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == b[key]
 
 
 def test_resize_keeps_constants_and_same_sizes():

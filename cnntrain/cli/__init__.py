@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import click
 
-from cnntrain.errors import CnnTrainError
+from cnntrain.errors import CnnTrainError, one_line
 
 EXIT_CODES = """\b
 Exit codes: 0 success, 1 error, 2 invalid config, 3 dataset problem,
@@ -20,11 +20,49 @@ def run_or_exit(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except CnnTrainError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
+        exit_with(err)
 
 
-@click.group(epilog=EXIT_CODES)
+def exit_with(err: CnnTrainError):
+    """Print a user-facing error as one line and exit with its code."""
+    click.echo(f"error: {err}", err=True)
+    sys.exit(err.exit_code)
+
+
+USAGE_EXIT_CODE = 1     # 2 is the README's "invalid config", not click's usage error
+
+
+class _OneLineErrors(click.Group):
+    """Command-line mistakes (an unknown option, a missing argument) as one line on
+    stderr with exit code 1, like every other error: click's own usage errors print
+    a usage block and exit 2, the code this CLI keeps for an invalid config."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":    # bare `cnntrain`: the help
+                click.echo(err.format_message())
+                sys.exit(0)
+            command = err.ctx.command_path if err.ctx is not None else "cnntrain"
+            click.echo(f"error: {one_line(err.format_message())} (see {command} --help)",
+                       err=True)
+            sys.exit(USAGE_EXIT_CODE)
+        except click.ClickException as err:
+            click.echo(f"error: {one_line(err.format_message())}", err=True)
+            sys.exit(err.exit_code)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        except click.exceptions.Exit as err:   # --help, --version
+            sys.exit(err.exit_code)
+        sys.exit(0)
+
+
+@click.group(epilog=EXIT_CODES, cls=_OneLineErrors)
 @click.version_option(package_name="cnntrain")
 def main() -> None:
     """Train convolutional networks described in Caffe-style YAML files.

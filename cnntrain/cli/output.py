@@ -27,9 +27,10 @@ def echo_json(document) -> None:
     click.echo(json.dumps(document, indent=2))
 
 
-def print_summary(exp, as_json: bool = False) -> None:
+def print_summary(exp, as_json: bool = False, quiet: bool = False) -> None:
     """For ``cnntrain train --dry-run``: the TRAIN net's layers (top shapes, parameters,
-    MACs) and the TEST net's extra layers, built without data."""
+    MACs) and the TEST net's extra layers, built without data. ``quiet``: one line of
+    totals."""
     from cnntrain.tools.summary import format_summary, summarize
 
     train = summarize(exp, "TRAIN")
@@ -37,6 +38,10 @@ def print_summary(exp, as_json: bool = False) -> None:
     if as_json:
         echo_json({"config": exp.file, "name": exp.name, "train": train.as_dict(),
                    "test": test.as_dict()})
+        return
+    if quiet:
+        click.echo(f"{exp.file}: {len(train.rows)} layers, {train.params} parameters, "
+                   f"{train.macs} MACs per image")
         return
     for line in format_summary(train):
         click.echo(line)

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from cnntrain.cli import DATA_DIR, EXIT_CODES, main, run_or_exit
+from cnntrain.cli.output import JSON, QUIET, echo_json
 
 
 @main.command(epilog=EXIT_CODES)
@@ -22,7 +23,9 @@ from cnntrain.cli import DATA_DIR, EXIT_CODES, main, run_or_exit
               type=click.Path(file_okay=False), help="Where the configs are written.")
 @click.option("--overwrite-configs", is_flag=True,
               help="Replace configs that differ from the templates (edited by hand).")
-def port(dataset, from_path, data_dir, labels, configs_dir, overwrite_configs):
+@QUIET
+@JSON
+def port(dataset, from_path, data_dir, labels, configs_dir, overwrite_configs, quiet, as_json):
     """Convert DATASET to native HDF5 files in the data folder and write its configs.
 
     Writes <data-dir>/DATASET-train.h5 and DATASET-test.h5 (uint8 images, fine and
@@ -38,18 +41,29 @@ def port(dataset, from_path, data_dir, labels, configs_dir, overwrite_configs):
       cnntrain port cifar100 --from ~/Downloads/cifar-100-python.tar.gz
       cnntrain port cifar100 --labels coarse
       cnntrain port cifar10 --data-dir data
+      cnntrain port cifar10 --json
     """
     from cnntrain.data.cifar import resolve_data_dir
     from cnntrain.data.port import port as run_port
 
+    say = (lambda line: None) if quiet else \
+        (lambda line: click.echo(line, err=True)) if as_json else click.echo
     directory = resolve_data_dir(data_dir)
     result = run_or_exit(run_port, dataset, data_dir=directory,
                          from_path=Path(from_path) if from_path else None, labels=labels,
                          configs_dir=Path(configs_dir), overwrite_configs=overwrite_configs,
-                         notify=click.echo)
+                         notify=say)
+    given = click.get_current_context().get_parameter_source("data_dir")
+    extra = f" --data-dir {data_dir}" if given == click.core.ParameterSource.COMMANDLINE else ""
+    command = f"cnntrain train {result.configs[0]}{extra}" if result.configs else None
+    if as_json:
+        echo_json({"dataset": dataset, "converted": result.converted,
+                   "seconds": round(result.seconds, 2),
+                   "files": {split: str(path) for split, path in result.files.items()},
+                   "configs": [str(c) for c in result.configs], "train": command})
+        return
     verb = "converted" if result.converted else "checked"
-    click.echo(f"{verb} {dataset} in {result.seconds:.1f} s")
-    if result.configs:
-        given = click.get_current_context().get_parameter_source("data_dir")
-        extra = f" --data-dir {data_dir}" if given == click.core.ParameterSource.COMMANDLINE else ""
-        click.echo(f"train with: cnntrain train {result.configs[0]}{extra}")
+    click.echo(f"{verb} {dataset} in {result.seconds:.1f} s"
+               + (f": {', '.join(str(p) for p in result.files.values())}" if quiet else ""))
+    if command and not quiet:
+        click.echo(f"train with: {command}")

@@ -6,14 +6,17 @@ from pathlib import Path
 
 import click
 
-from cnntrain.cli import DATA_DIR, EXIT_CODES, run_or_exit, main
+from cnntrain.cli import DATA_DIR, EXIT_CODES, exit_with, run_or_exit, main
 from cnntrain.cli.output import JSON, QUIET, echo_json, print_summary
+from cnntrain.errors import CnnTrainError, TrainingError
 
 
 @main.command(epilog=EXIT_CODES)
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
 @DATA_DIR
-@click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a snapshot exactly.")
+@click.option("--resume", type=click.Path(dir_okay=False),
+              help="Continue from a snapshot exactly (CONFIG may be left out: the snapshot "
+                   "holds the config as trained).")
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="Start from a snapshot's weights (layers matched by name), fresh solver.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -39,6 +42,9 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
           tensorboard, no_progress, quiet, as_json):
     """Train the net of CONFIG; logs, metrics and snapshots go to runs/<name>/.
 
+    When a run stops (Ctrl-C), the command that resumes it is printed; it needs no
+    CONFIG, as the snapshot holds the config it was trained with.
+
     With --quiet only the final line is printed; with --json one JSON document
     (the run folder, iterations and final test outputs) goes to stdout and the
     log lines to stderr.
@@ -47,14 +53,12 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
     Examples:
       cnntrain train configs/cifar10_quick.yaml
       cnntrain train configs/cifar10_quick.yaml --dry-run --set solver.base_lr=0.01
-      cnntrain train configs/lenet_cifar10.yaml --resume runs/lenet_cifar10/snapshots/iter_2000.h5
+      cnntrain train --resume runs/lenet_cifar10/snapshots/iter_2000.h5
       cnntrain train configs/lenet_cifar10.yaml --weights other.h5 --plot
       cnntrain train configs/cifar10_quick.yaml --report --tensorboard
       mpiexec -n 2 cnntrain train configs/cifar10_quick.yaml   (data parallel)
     """
-    from cnntrain.config.overrides import load_experiment_with
-
-    exp = run_or_exit(load_experiment_with, config, overrides)
+    exp = run_or_exit(_experiment, config, overrides, resume)
     if dry_run:
         run_or_exit(print_summary, exp, as_json)
         if (tensorboard or exp.logging.tensorboard) and not as_json:
@@ -73,20 +77,27 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
     else:
         say = click.echo
     progress = not (no_progress or quiet or as_json or follower)
+    flags = [flag for flag, on in (("--plot", plot), ("--report", report),
+                                   ("--tensorboard", tensorboard)) if on]
     extras = [] if follower else _callbacks(exp, runs_dir, plot, report, tensorboard, say)
     run = run_or_exit if comm is None else functools.partial(run_or_abort, comm)
-    trainer, ev = run(_train, exp, data_dir, resume, weights, runs_dir, progress, extras, say,
-                      comm)
+    trainer = run(_trainer, exp, data_dir, resume, weights, runs_dir, progress, extras, say,
+                  flags, comm)
+    if comm is not None:
+        ev = run(trainer.train, resumed=bool(resume))
+    else:
+        try:
+            ev = trainer.train(resumed=bool(resume))
+        except CnnTrainError as err:
+            if as_json and isinstance(err, TrainingError):
+                # Interrupted or diverged: the document still says where the run stands.
+                echo_json(_train_document(trainer, None, stopped=str(err)))
+            exit_with(err)
     if follower:
         return
     accuracy = ev.accuracy if ev is not None else None
     if as_json:
-        echo_json({"run": str(trainer.run.path), "name": exp.name,
-                   "iterations": trainer.solver.iter,
-                   "snapshot": str(trainer.last_snapshot) if trainer.last_snapshot else None,
-                   "early_stop": trainer.stop_reason,
-                   "test": None if ev is None else {"loss": ev.loss, "images": ev.images,
-                                                    **ev.outputs}})
+        echo_json(_train_document(trainer, ev))
         return
     if trainer.stop_reason is not None and quiet:
         click.echo(trainer.stop_reason)
@@ -94,6 +105,21 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
     if accuracy is not None:
         click.echo(f"final test accuracy {accuracy:.4f}, loss {ev.loss:.4f}"
                    + (f" ({trainer.run.path})" if quiet else ""))
+
+
+def _train_document(trainer, ev, stopped: str | None = None) -> dict:
+    """``train --json``: the run folder, iterations, last snapshot and final test; when
+    training stopped early (a signal, divergence) why, and the command to resume."""
+    snapshot = trainer.last_snapshot
+    return {"run": str(trainer.run.path), "name": trainer.exp.name,
+            "iterations": trainer.solver.iter,
+            "snapshot": str(snapshot) if snapshot else None,
+            "early_stop": trainer.stop_reason,
+            "stopped": stopped,
+            "resume": trainer.resume_command(snapshot)
+            if stopped and trainer.interrupted else None,
+            "test": None if ev is None else {"loss": ev.loss, "images": ev.images,
+                                             **ev.outputs}}
 
 
 def _callbacks(exp, runs_dir, plot, report, tensorboard, say) -> list:
@@ -129,26 +155,49 @@ def _note_missing_tensorboard() -> None:
         click.echo(f"note: {err}", err=True)
 
 
-def _train(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say, comm=None):
+def _experiment(config, overrides, resume):
+    """The config to train: CONFIG with its ``--set`` overrides, or, with ``--resume``
+    alone, the config stored in the snapshot (as it was trained, overrides included)."""
+    from cnntrain.config.overrides import load_experiment_with
+    from cnntrain.errors import CnnTrainError
+
+    if config is not None:
+        return load_experiment_with(config, overrides)
+    if resume is None:
+        raise CnnTrainError("give a CONFIG to train, or --resume SNAPSHOT to continue a run")
+    if overrides:
+        raise CnnTrainError("--set changes a CONFIG; with --resume alone the run continues "
+                            "with the config stored in the snapshot")
+    from cnntrain.trainer import snapshot_experiment
+
+    return snapshot_experiment(resume)
+
+
+def _trainer(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say, flags,
+             comm=None):
+    """The Trainer, at its starting point (a snapshot resumed, or weights copied in)."""
     from cnntrain.errors import ConfigError
     from cnntrain.trainer import Trainer
 
     if resume and weights:
         raise ConfigError("give --resume or --weights, not both")
     trainer = Trainer(exp, runs_root=Path(runs_dir), data_dir=data_dir, notify=say,
-                      progress=progress, callbacks=callbacks, comm=comm)
+                      progress=progress, callbacks=callbacks, comm=comm,
+                      resume_flags=flags)
     if resume:
         trainer.resume(resume)
         say(f"resuming {exp.name} at iteration {trainer.solver.iter}")
     elif weights:
         copied = trainer.load_weights(weights)
         say(f"initialized {len(copied)} layer(s) from {weights}: {', '.join(copied)}")
-    return trainer, trainer.train(resumed=bool(resume))
+    return trainer
 
 
 @main.command(epilog=EXIT_CODES)
-@click.option("--snapshot", required=True, type=click.Path(dir_okay=False),
-              help="A snapshot written by cnntrain train.")
+@click.argument("snapshot_arg", metavar="[SNAPSHOT]", required=False,
+                type=click.Path(dir_okay=False))
+@click.option("--snapshot", type=click.Path(dir_okay=False),
+              help="A snapshot written by cnntrain train (or give it as SNAPSHOT).")
 @DATA_DIR
 @click.option("--iterations", type=click.IntRange(min=1),
               help="Batches to test [default: one pass over the whole test set].")
@@ -161,23 +210,32 @@ def _train(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say, c
                    "matplotlib is installed).")
 @click.option("--superclasses", is_flag=True,
               help="CIFAR-100 (fine labels): also print the accuracy of each superclass.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @QUIET
 @JSON
-def test(snapshot, data_dir, iterations, tta, confusion_csv, superclasses, quiet, as_json):
+def test(snapshot_arg, snapshot, data_dir, iterations, tta, confusion_csv, superclasses,
+         no_progress, quiet, as_json):
     """Evaluate a snapshot on its test set: loss, top-1 and top-5 accuracy, per-class
     accuracy (worst first); superclass accuracy for CIFAR-100.
 
     \b
     Examples:
+      cnntrain test runs/cifar10_quick/snapshots/iter_5000.h5
       cnntrain test --snapshot runs/cifar10_quick/snapshots/iter_5000.h5
       cnntrain test --snapshot runs/cifar100_quick/snapshots/iter_5000.h5 --tta flip+shift
       cnntrain test --snapshot SNAP.h5 --confusion confusion.csv --superclasses
     """
     from cnntrain.trainer import test_snapshot
 
+    if snapshot_arg and snapshot and snapshot_arg != snapshot:
+        raise click.UsageError("give the snapshot once: as SNAPSHOT or as --snapshot")
+    snapshot = snapshot or snapshot_arg
+    if snapshot is None:
+        raise click.UsageError("missing the snapshot to test (SNAPSHOT or --snapshot)")
     say = (lambda line: None) if quiet else \
         (lambda line: click.echo(line, err=True)) if as_json else click.echo
-    ev = run_or_exit(test_snapshot, snapshot, data_dir, iterations, say, tta)
+    ev = run_or_exit(test_snapshot, snapshot, data_dir, iterations, say, tta,
+                     progress=not (no_progress or quiet or as_json))
     tta = ev.tta_name
     views = f"{tta}, {ev.tta_views} views" if tta else ""
     if confusion_csv:
@@ -262,26 +320,40 @@ def _write_confusion(ev, path: Path, views: str, say):
               help="How many iterations to print.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also plot the whole curve to this PNG (needs matplotlib).")
-def schedule(config, points, output):
-    """Print the learning rate over the run (and plot it with -o).
+@QUIET
+@JSON
+def schedule(config, points, output, quiet, as_json):
+    """Print the learning rate over the run (and plot it with -o). With --quiet the
+    rows only (iteration, rate; tab-separated), with --json one JSON document.
 
     \b
     Examples:
       cnntrain schedule configs/cifar10_quick.yaml
       cnntrain schedule configs/convnetjs_cifar10.yaml -o lr.png
+      cnntrain schedule configs/resnet20_cifar10.yaml --json
     """
-    run_or_exit(_schedule, config, points, output)
+    run_or_exit(_schedule, config, points, output, quiet, as_json)
 
 
-def _schedule(config, points, output):
+def _schedule(config, points, output, quiet, as_json):
     from cnntrain.config import load_experiment
     from cnntrain.tools.schedule import lr_curve, plot_curve
 
     values = load_experiment(config).solver.values
-    click.echo(f"{'iteration':>10s}  learning rate")
-    for it, lr in lr_curve(values, points):
-        click.echo(f"{it:>10d}  {lr:.6g}")
+    curve = lr_curve(values, points)
     if output:
         plot_curve(values, Path(output))
+    if as_json:
+        echo_json({"config": str(config), "plot": output,
+                   "points": [{"iteration": it, "lr": lr} for it, lr in curve]})
+        return
+    if quiet:
+        for it, lr in curve:
+            click.echo(f"{it}\t{lr:.6g}")
+        return
+    click.echo(f"{'iteration':>10s}  learning rate")
+    for it, lr in curve:
+        click.echo(f"{it:>10d}  {lr:.6g}")
+    if output:
         click.echo(f"plot written to {output}")
 

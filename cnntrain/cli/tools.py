@@ -221,8 +221,9 @@ def time_command(config, iterations, warmup, batch, overrides, quiet, as_json):
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
               help="Override a config field first, as in train.")
+@QUIET
 @JSON
-def summary(config, overrides, as_json):
+def summary(config, overrides, quiet, as_json):
     """Each layer's output shape, parameter count and forward MACs, then the totals
     and the activation memory of one batch; no dataset is read (the same as
     train --dry-run).
@@ -235,4 +236,4 @@ def summary(config, overrides, as_json):
     from cnntrain.config.overrides import load_experiment_with
 
     exp = run_or_exit(load_experiment_with, config, overrides)
-    run_or_exit(print_summary, exp, as_json)
+    run_or_exit(print_summary, exp, as_json, quiet)

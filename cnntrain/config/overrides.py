@@ -125,4 +125,32 @@ def load_experiment_with(path: str | Path, overrides: Sequence[str] = ()):
                 net_raw = net_raw["net"]
             raw["net"] = net_raw
     raw = apply_overrides(raw, overrides)
-    return parse_experiment(raw, str(path), path.parent, path.stem)
+    try:
+        return parse_experiment(raw, str(path), path.parent, path.stem)
+    except ConfigError as err:
+        culprit = _override_behind(err, overrides)
+        if culprit is None:
+            raise
+        # The value came from the command line: a line of the file would mislead.
+        raise ConfigError(err.message, file=f"--set {culprit}", layer=err.layer,
+                          field=err.field) from None
+
+
+def _override_behind(err: ConfigError, overrides: Sequence[str]) -> str | None:
+    """The ``--set`` argument that wrote the field ``err`` is about (the last one, as
+    later overrides win), or None when the error is about the file's own text."""
+    if not err.field:
+        return None
+    for text in reversed(overrides):
+        keys, _ = parse_override(text)
+        if keys[:2] == ["net", "layer"] and len(keys) > 2:
+            if err.layer != keys[2]:
+                continue
+            path = ".".join(keys[3:])
+        elif err.layer is None:
+            path = ".".join(keys)
+        else:
+            continue
+        if not path or err.field == path or err.field.startswith(path + "."):
+            return text
+    return None

@@ -232,6 +232,12 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
               for b in cls.param_blocks}
     if type_name == "Data":
         _check_data_blocks(blocks, where, name)
+    transform = blocks.get("transform_param")
+    if transform is not None and transform["mean_image"] and transform["mean_value"] is not None:
+        # As in Caffe (mean_file and mean_value): one mean, never both.
+        raise _where(raw.get("transform_param"), file).error(
+            "sets both mean_image and mean_value: subtract one mean, not both", layer=name,
+            field_name="transform_param.mean_value")
     bottom = _names(raw.get("bottom"), where, name, "bottom")
     top = _names(raw.get("top"), where, name, "top")
     for what, got, (lo, hi) in (("bottom", bottom, cls.num_bottom), ("top", top, cls.num_top)):

@@ -64,10 +64,14 @@ def describe_source(path: Path) -> SourceInfo:
 
 
 def _convert(name: str, source: SourceInfo, files: dict[str, Path], notify: Notify) -> None:
-    notify(f"reading {source.path} ({source.kind}, MD5 {source.md5}"
-           f"{', ' + source.note if source.kind == 'archive' else ''})")
+    from cnntrain.progress import Steps
+
+    steps = Steps(2 + len(SPLITS), notify)    # each a few seconds on the real datasets
+    steps.step(f"reading {source.path} ({source.kind}, MD5 {source.md5}"
+               f"{', ' + source.note if source.kind == 'archive' else ''})")
     splits = load_cifar_from(name, Path(source.path), SPLITS)   # everything checked first
     train = splits["train"]
+    steps.step("computing the training split's mean image and channel mean/std")
     stats = train_stats(train.images)
     mapping = None
     if train.coarse_labels is not None:
@@ -76,6 +80,7 @@ def _convert(name: str, source: SourceInfo, files: dict[str, Path], notify: Noti
                                  np.concatenate([s.coarse_labels for s in both]),
                                  len(train.label_names), source.path)
     for split in SPLITS:
+        steps.step(f"writing {files[split]}")
         write_native(files[split], splits[split], dataset=name, split=split, stats=stats,
                      source=source, mapping=mapping)
         size = files[split].stat().st_size / 1e6
@@ -146,7 +151,12 @@ def port(name: str, *, data_dir: Path, from_path: Path | None = None, labels: st
             notify(f"{problems[0]}; converting again")
     if converted:
         if source is None:
-            source = describe_source(fetch_official(name, data_dir, notify))
+            try:
+                fetched = fetch_official(name, data_dir, notify)
+            except DatasetError as err:
+                raise DatasetError(f"{err}; or give the official archive or folder with "
+                                   "--from PATH") from None
+            source = describe_source(fetched)
         _convert(name, source, files, notify)
     configs = ([] if configs_dir is None else
                write_configs(name, labels, configs_dir, overwrite_configs, notify))

@@ -27,6 +27,9 @@ class BuildContext:
     notify: Callable[[str], None] = print
     #: This process's rows of each TRAIN batch when several MPI processes share it.
     shard: "Shard | None" = None
+    # TEST Data layers' preprocessing by layer name, as a snapshot stores it (used
+    # instead of working it out from the dataset again).
+    preprocessing: dict | None = None
 
 Shape = tuple[int, ...]
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from cnntrain.data import augment
 from cnntrain.data.batches import BatchSampler
 from cnntrain.data.store import dataset_split, mean_image, resolve_data_dir
-from cnntrain.data.transforms import Transformer
+from cnntrain.data.preprocess import Preprocessing
 from cnntrain.errors import DatasetError
 from cnntrain.layers.base import Layer, SetupError, register
 
@@ -33,12 +34,15 @@ class Data(Layer):
         p, t = self.param("data_param"), self.param("transform_param")
         data_dir = self.ctx.data_dir if p.source is None else p.source
         try:
-            mean = self._open(p, t, data_dir)
+            mean_image = self._open(p, t, data_dir)
+            stored = (self.ctx.preprocessing or {}).get(self.name) \
+                if self.phase == "TEST" else None
+            # A snapshot's stored preprocessing spares recomputing the mean image from
+            # the training split (test and predict need only the test images).
+            self.preprocessing = stored or Preprocessing.from_transform_param(t, mean_image)
         except DatasetError as err:
             # Keep the dataset's own exit code; say which config and layer asked for it.
             raise DatasetError(f"{self.spec.where.file}: layer '{self.name}': {err}") from None
-        if not t.mean_image and t.mean_value is not None:   # its length: checked in validate
-            mean = np.asarray(t.mean_value).reshape(-1, 1, 1)
         shape = self.images.images.shape
         for name, value in (("shift", t.shift), ("test_shift", t.test_shift)):
             if value >= min(shape[2:]):
@@ -63,10 +67,9 @@ class Data(Layer):
             raise SetupError("mixup and CutMix mix the labels too: give the layer a label top",
                              "transform_param.mixup_alpha" if t.mixup_alpha
                              else "transform_param.cutmix_alpha")
-        self.transform = Transformer(scale=t.scale, mean=mean, mirror=mirror, shift=t.shift,
-                                     crop_size=t.crop_size, train=train, dtype=self.dtype,
-                                     pad_mode=t.pad_mode, flip_bits=flip_bits,
-                                     resized_crop=resized_crop, erase=erase)
+        self.transform = self.preprocessing.transformer(
+            train=train, mirror=mirror, flip_bits=flip_bits, dtype=self.dtype,
+            resized_crop=resized_crop, erase=erase)
         # The test-time views ``cnntrain test`` averages over (see ``evaluate``).
         self.test_views, self.test_shift = t.test_views, t.test_shift
         shuffle = train if p.shuffle is None else p.shuffle
@@ -100,9 +103,10 @@ class Data(Layer):
         label_shape = (rows, 3) if self.mix is not None else (rows,)
         return [out] + ([label_shape] if len(self.spec.top) > 1 else [])
 
-    def _open(self, p, t, data_dir) -> np.ndarray | None:
+    def _open(self, p, t, data_dir) -> Callable[[], np.ndarray]:
         """Find the images (native file or readers); set ``images``, the class names and
-        the fine→coarse map. Returns the mean image when ``mean_image`` asks for one."""
+        the fine→coarse map. Returns what gives the training split's mean image (called
+        only when ``mean_image`` asks for it)."""
         from cnntrain.data.native import load_native, native_path
 
         split = p.split or "train"
@@ -136,7 +140,7 @@ class Data(Layer):
             if p.labels == "fine" and native.fine_to_coarse is not None:
                 self.fine_to_coarse = native.fine_to_coarse
                 self.coarse_names = native.coarse_label_names
-            return native.stats.mean_image if t.mean_image else None
+            return lambda: native.stats.mean_image
         self.dataset, self.split = p.dataset, split
         full = dataset_split(p.dataset, split, data_dir, self.ctx.notify)
         if p.labels == "coarse":
@@ -155,7 +159,7 @@ class Data(Layer):
                 self.fine_to_coarse = fine_to_coarse(full.labels, full.coarse_labels,
                                                      len(full.label_names), full.source)
                 self.coarse_names = full.coarse_label_names
-        return mean_image(p.dataset, data_dir, self.ctx.notify) if t.mean_image else None
+        return lambda: mean_image(p.dataset, data_dir, self.ctx.notify)
 
     @property
     def num_classes(self) -> int:

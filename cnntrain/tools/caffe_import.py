@@ -312,6 +312,10 @@ class _LayerConverter:
                 else:
                     self.report.drop(where, f"layer '{layer}': transform_param.{key}: "
                                             f"{_fmt(values)}")
+            if transform.get("mean_image") and "mean_value" in transform:
+                raise CaffeImportError("transform_param sets both mean_file and mean_value; "
+                                       "Caffe refuses that too: keep one", file=self.file,
+                                       line=tp.line, layer=layer)
             if transform:
                 out["transform_param"] = transform
 

@@ -109,15 +109,23 @@ def _labels(runs: list[RunMetrics]) -> list[str]:
     return [str(r.path) for r in runs]   # same run name in different folders
 
 
-def plot_runs(runs: list[RunMetrics], output: str | Path, title: str | None = None) -> Path:
-    """Write a 2x3 figure: rows against iterations and wall time, columns training loss,
-    test loss and test accuracy; one line per run. Written atomically."""
-    from cnntrain.snapshot import atomic_write
+def run_colors(count: int) -> list[str]:
+    """One colour per run, from matplotlib's colour cycle (repeating past its end).
+    Chosen per run, not per panel: each panel's own cycle would give two runs the
+    same colour when one of them has no points in some panel."""
+    plt = _pyplot()
+    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color") or ["C0"]
+    return [cycle[i % len(cycle)] for i in range(count)]
+
+
+def figure_for(runs: list[RunMetrics], title: str | None = None):
+    """The 2x3 figure of :func:`plot_runs` (the caller closes it)."""
+    from matplotlib.lines import Line2D
 
     plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), squeeze=False)
-    for run, label in zip(runs, _labels(runs)):
-        color = None
+    labels, colors = _labels(runs), run_colors(len(runs))
+    for run, label, color in zip(runs, labels, colors):
         for col, (column, _) in enumerate(PANELS):
             points = run.points(column)
             if not points:
@@ -126,11 +134,9 @@ def plot_runs(runs: list[RunMetrics], output: str | Path, title: str | None = No
             it = [p[0] for p in points]
             seconds = [p[1] for p in points]
             value = [p[2] for p in points]
-            line, = axes[0][col].plot(it, value, label=label, color=color, marker=marker,
-                                      markersize=3)
-            color = line.get_color()  # one colour per run in every panel
-            axes[1][col].plot(seconds, value, label=label, color=color, marker=marker,
-                              markersize=3)
+            for row, x in enumerate((it, seconds)):
+                axes[row][col].plot(x, value, label=label, color=color, marker=marker,
+                                    markersize=3)
     for col, (column, name) in enumerate(PANELS):
         for row, xlabel in enumerate(("iteration", "wall time (s)")):
             ax = axes[row][col]
@@ -142,13 +148,25 @@ def plot_runs(runs: list[RunMetrics], output: str | Path, title: str | None = No
             if not ax.lines:
                 ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
                         color="gray")
-    with_lines = [ax for ax in axes.flat if ax.lines]
-    handles, labels = with_lines[0].get_legend_handles_labels() if with_lines else ([], [])
-    if labels:
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(runs), 4), frameon=False)
+    # One legend for the figure with every run, whichever panels it has points in.
+    if runs:
+        handles = [Line2D([], [], color=color, label=label)
+                   for label, color in zip(labels, colors)]
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(runs), 4), frameon=False)
     if title:
         fig.suptitle(title, y=0.995)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def plot_runs(runs: list[RunMetrics], output: str | Path, title: str | None = None) -> Path:
+    """Write a 2x3 figure: rows against iterations and wall time, columns training loss,
+    test loss and test accuracy; one line per run, in one colour across every panel.
+    Written atomically."""
+    from cnntrain.snapshot import atomic_write
+
+    plt = _pyplot()
+    fig = figure_for(runs, title)
     output = Path(output)
     suffix = output.suffix.lstrip(".") or "png"
 

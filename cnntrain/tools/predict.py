@@ -193,7 +193,7 @@ class Predictor:
         self.score_blob = scorer.bottom[0] if scorer else None
         self.dataset = self.data_spec.blocks["data_param"].dataset if self.data_spec else None
         self._net, self._net_batch = None, 0
-        self._mean: np.ndarray | None = None
+        self._prep = None
         self._names: list[str] | None = None
 
     # --- shapes and transform ----------------------------------------------------------
@@ -213,31 +213,34 @@ class Predictor:
         return load_cifar(self.dataset, split, resolve_data_dir(self.data_dir), download=False,
                           notify=self.notify)
 
-    def mean(self) -> np.ndarray | None:
-        """What the Data layer subtracts: the training split's mean image, or mean_value."""
-        if self.data_spec is None:
-            return None
-        t = self.data_spec.blocks["transform_param"]
-        if t.mean_value is not None:
-            return np.asarray(t.mean_value, np.float32).reshape(-1, 1, 1)
-        if not t.mean_image:
-            return None
-        if self._mean is None:
-            self._mean = self._stored_mean()
-        if self._mean is None:
-            try:
-                images = self.load_split("train").images
-            except DatasetError as err:
-                raise DatasetError(f"the net subtracts the mean image of {self.dataset}'s "
-                                   f"training split, and {self.path} does not store it; the "
-                                   f"dataset is needed to compute it ({err})") from None
-            # Sums of uint8 pixels are exact in float64, so this equals
-            # cnntrain.data.store.mean_image bit for bit.
-            self._mean = (images.sum(axis=0, dtype=np.float64) / len(images)).astype(np.float32)
-        return self._mean
+    def preprocessing(self):
+        """The TEST Data layer's preprocessing: as the snapshot stores it, or, for older
+        snapshots, worked out from the config and the training split's mean image."""
+        from cnntrain.data.preprocess import Preprocessing
+
+        if self._prep is None:
+            stored = self.snap.preprocessing.get(self.data_spec.name)
+            self._prep = stored or Preprocessing.from_transform_param(
+                self.data_spec.blocks["transform_param"], self._computed_mean)
+        return self._prep
+
+    def _computed_mean(self) -> np.ndarray:
+        """The training split's mean image, for snapshots that do not store it."""
+        stored = self._stored_mean()
+        if stored is not None:
+            return stored
+        try:
+            images = self.load_split("train").images
+        except DatasetError as err:
+            raise DatasetError(f"the net subtracts the mean image of {self.dataset}'s "
+                               f"training split, and {self.path} does not store it; the "
+                               f"dataset is needed to compute it ({err})") from None
+        # Sums of uint8 pixels are exact in float64, so this equals
+        # cnntrain.data.store.mean_image bit for bit.
+        return (images.sum(axis=0, dtype=np.float64) / len(images)).astype(np.float32)
 
     def _stored_mean(self) -> np.ndarray | None:
-        """A mean image stored in the snapshot (``transform/mean_image``), if any."""
+        """A mean image kept by early snapshots (``transform/mean_image``), if any."""
         import h5py
 
         try:
@@ -264,11 +267,7 @@ class Predictor:
         """The Data layer's TEST-phase transform of (N, C, H, W) pixels."""
         if self.data_spec is None:
             return pixels.astype(np.float32)
-        from cnntrain.data.transforms import Transformer
-
-        t = self.data_spec.blocks["transform_param"]
-        transformer = Transformer(scale=t.scale, mean=self.mean(), mirror=False, shift=t.shift,
-                                  crop_size=t.crop_size, train=False, dtype=np.float32)
+        transformer = self.preprocessing().transformer(train=False, dtype=np.float32)
         return transformer(pixels, np.random.default_rng(0))
 
     # --- the net ------------------------------------------------------------------------
