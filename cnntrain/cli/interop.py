@@ -49,3 +49,45 @@ def export(snapshot, output, quiet, as_json):
         for kind, values in (("input", result.inputs), ("output", result.outputs)):
             for name, dims in values:
                 click.echo(f"  {kind:6} {name} {_shape(dims)}")
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the schema to this file instead of printing it.")
+def schema(output):
+    """Print the JSON Schema (draft 2020-12) of cnntrain's config files.
+
+    Generated from the same field table the config checker uses, so it always matches
+    this version: every field, its type, bounds, choices, default and doc, the
+    *_param blocks of each layer type, and the fields each lr_policy needs. Point an
+    editor's YAML support at it to complete and check configs as you type;
+    `cnntrain train CONFIG --dry-run` stays the full check.
+
+    \b
+    Examples:
+      cnntrain schema -o cnntrain.schema.json
+      # then, first line of a config (VS Code's YAML extension, yaml-language-server):
+      # yaml-language-server: $schema=cnntrain.schema.json
+    """
+    import json
+
+    from cnntrain.config.json_schema import config_schema
+
+    text = json.dumps(config_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    run_or_exit(_write_text, output, text)
+    click.echo(f"wrote {output}")
+
+
+def _write_text(path, text: str) -> None:
+    from pathlib import Path
+
+    from cnntrain.errors import CnnTrainError, os_error_reason
+    from cnntrain.snapshot import atomic_write
+
+    try:
+        atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    except OSError as err:
+        raise CnnTrainError(f"cannot write {path}: {os_error_reason(err)}") from None
