@@ -69,9 +69,12 @@ net:
       bottom: joined
       top: deconv
       convolution_param: {num_output: 6, kernel_size: 2, stride: 2, dilation: 2, pad: 1, group: 2}
-    - {name: lrn1, type: LRN, bottom: deconv, top: lrn1, lrn_param: {local_size: 3, alpha: 0.5, beta: 0.75, k: 2.0}}
-    - {name: lrn2, type: LRN, bottom: lrn1, top: lrn2, lrn_param: {local_size: 3, alpha: 0.5, norm_region: WITHIN_CHANNEL}}
-    - {name: gpool, type: Pooling, bottom: lrn2, top: gpool, pooling_param: {pool: AVE, global_pooling: true}}
+    - {name: lrn1, type: LRN, bottom: deconv, top: lrn1,
+       lrn_param: {local_size: 3, alpha: 0.5, beta: 0.75, k: 2.0}}
+    - {name: lrn2, type: LRN, bottom: lrn1, top: lrn2,
+       lrn_param: {local_size: 3, alpha: 0.5, norm_region: WITHIN_CHANNEL}}
+    - {name: gpool, type: Pooling, bottom: lrn2, top: gpool,
+       pooling_param: {pool: AVE, global_pooling: true}}
     - {name: bn, type: BatchNorm, bottom: pool_ave, top: bn}
     - {name: scale, type: Scale, bottom: bn, top: bn, scale_param: {bias_term: true}}
     - {name: bias, type: Bias, bottom: bn, top: biased}
@@ -83,7 +86,8 @@ net:
     - {name: softplus, type: Softplus, bottom: d, top: e, softplus_param: {beta: 2.0}}
     - {name: bnll, type: BNLL, bottom: e, top: e2}
     - {name: absval, type: AbsVal, bottom: e2, top: f}
-    - {name: power, type: Power, bottom: f, top: g, power_param: {power: 2.0, scale: 0.5, shift: 1.0}}
+    - {name: power, type: Power, bottom: f, top: g,
+       power_param: {power: 2.0, scale: 0.5, shift: 1.0}}
     - {name: exp, type: Exp, bottom: g, top: h, exp_param: {base: 2.0, scale: 0.5, shift: 0.25}}
     - {name: log, type: Log, bottom: h, top: i, log_param: {base: 10.0, scale: 2.0, shift: 0.5}}
     - {name: tanh, type: TanH, bottom: i, top: j}
@@ -95,13 +99,16 @@ net:
     - {name: split, type: Split, bottom: s2, top: [s2a, s2b]}
     - {name: concat, type: Concat, bottom: [s1, s2a, s2b], top: cat}
     - {name: flat1, type: Flatten, bottom: cat, top: flat1}
-    - {name: reshape, type: Reshape, bottom: pool_floor, top: r, reshape_param: {shape: [{dim: [0, 8, -1]}]}}
-    - {name: ip_axis2, type: InnerProduct, bottom: r, top: ip_axis2, inner_product_param: {num_output: 3, axis: 2}}
+    - {name: reshape, type: Reshape, bottom: pool_floor, top: r,
+       reshape_param: {shape: [{dim: [0, 8, -1]}]}}
+    - {name: ip_axis2, type: InnerProduct, bottom: r, top: ip_axis2,
+       inner_product_param: {num_output: 3, axis: 2}}
     - {name: flat2, type: Flatten, bottom: ip_axis2, top: flat2}
     - {name: flat3, type: Flatten, bottom: gpool, top: flat3}
     - {name: flat4, type: Flatten, bottom: pool_ave_pad, top: flat4}
     - {name: concat2, type: Concat, bottom: [flat1, flat2, flat3, flat4], top: features}
-    - {name: ip, type: InnerProduct, bottom: features, top: ip, inner_product_param: {num_output: 5}}
+    - {name: ip, type: InnerProduct, bottom: features, top: ip,
+       inner_product_param: {num_output: 5}}
     - {name: drop, type: Dropout, bottom: ip, top: ip}
     - {name: prob, type: Softmax, bottom: ip, top: prob}
 solver: {base_lr: 0.01, max_iter: 10}
@@ -182,10 +189,16 @@ def test_every_exported_layer_type_matches_blob_by_blob(tmp_path):
 
 
 def test_the_batch_is_free(tmp_path):
-    if onnxruntime is None:
-        pytest.skip("onnxruntime is not installed")
+    import json
+
     snapshot = random_snapshot(CONFIGS / "cifar10_quick.yaml", tmp_path / "s.h5")
-    _export(snapshot, tmp_path / "net.onnx")
+    result = run("export", "--snapshot", snapshot, "-o", tmp_path / "net.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["opset"] == 17 and doc["inputs"] == {"data": ["N", 3, 32, 32]}
+    assert doc["outputs"] == {"ip2": ["N", 10], "prob": ["N", 10]}
+    if onnxruntime is None:
+        pytest.skip("onnxruntime is not installed: the model is not run")
     session = onnxruntime.InferenceSession(str(tmp_path / "net.onnx"),
                                            providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(0, 50, (5, 3, 32, 32)).astype(np.float32)

@@ -116,7 +116,7 @@ def _hint(n: LayerNode, what: str) -> str:
     return f"{n.layer.name}/{what}"
 
 
-def _batch_kept_shape(n: LayerNode, shape: tuple[int, ...]) -> list[int]:
+def _batch_kept_shape(shape: tuple[int, ...]) -> list[int]:
     """A Reshape target for ``shape`` that copies the batch (0 = "as the input"), so the
     graph keeps its free batch size."""
     return [0] + list(shape[1:])
@@ -200,7 +200,7 @@ def _inner_product(g: GraphBuilder, n: LayerNode) -> None:
             inputs.append(g.const(_hint(n, "bias"), layer.blobs[1].data))
         g.op("Gemm", inputs, n.tops[0], transB=1)
         return
-    target = _batch_kept_shape(n, n.bottom_shapes[0][:layer.axis] + (layer.k,))
+    target = _batch_kept_shape(n.bottom_shapes[0][:layer.axis] + (layer.k,))
     x = g.op("Reshape", [x, g.const(_hint(n, "shape"), target)], hint=_hint(n, "flat"))
     has_bias = len(layer.blobs) > 1
     y = g.op("MatMul", [x, g.const(_hint(n, "weight_t"), weight.T)],
@@ -266,7 +266,7 @@ def _batch_norm(g: GraphBuilder, n: LayerNode) -> None:
                      "(batch_norm_param.use_global_stats: false)")
     if len(n.bottom_shapes[0]) < 2:
         raise n.fail("BatchNormalization needs a channel axis")
-    mean, var = layer._running_stats()
+    mean, var = layer.running_stats()
     c = layer.channels
     eps = float(layer.param("batch_norm_param").eps)
     g.op("BatchNormalization",
@@ -368,8 +368,9 @@ def _elu(g: GraphBuilder, n: LayerNode) -> None:
 @exports("PReLU")
 def _prelu(g: GraphBuilder, n: LayerNode) -> None:
     layer = n.layer
-    slope = layer._slope(len(n.bottom_shapes[0]))[0] if not layer.shared_slope \
-        else layer.blobs[0].data
+    slope = layer.blobs[0].data
+    if not layer.shared_slope:     # one per channel: (C, 1, ...) against (N, C, ...)
+        slope = slope.reshape(slope.shape + (1,) * (len(n.bottom_shapes[0]) - 2))
     g.op("PRelu", [n.bottoms[0], g.const(_hint(n, "slope"), slope)], n.tops[0])
 
 
@@ -510,7 +511,7 @@ def _reshape(g: GraphBuilder, n: LayerNode) -> None:
     before, after = n.bottom_shapes[0], n.top_shapes[0]
     if not before or not after or before[0] != after[0]:
         raise n.fail("it changes the batch axis")
-    g.op("Reshape", [n.bottoms[0], g.const(_hint(n, "shape"), _batch_kept_shape(n, after))],
+    g.op("Reshape", [n.bottoms[0], g.const(_hint(n, "shape"), _batch_kept_shape(after))],
          n.tops[0])
 
 
