@@ -214,23 +214,39 @@ name: no_onnx
 net:
   name: no_onnx
   layer:
-    - {name: input, type: Input, top: data, input_param: {shape: [{dim: [2, 3, 4, 4]}]}}
-    - {name: bn_batch, type: BatchNorm, bottom: data, top: bn,
-       batch_norm_param: {use_global_stats: false}}
-    - {name: ip, type: InnerProduct, bottom: bn, top: ip, inner_product_param: {num_output: 2}}
-solver: {base_lr: 0.01, max_iter: 10}
+    - {{name: input, type: Input, top: data, input_param: {{shape: [{{dim: [2, 3, 4, 4]}}]}}}}
+    - {layer}
+    - {{name: ip, type: InnerProduct, bottom: out, top: ip, inner_product_param: {{num_output: 2}}}}
+solver: {{base_lr: 0.01, max_iter: 10}}
 """
 
 
-def test_a_layer_with_no_exact_onnx_form_is_a_one_line_error_naming_it(tmp_path):
+@pytest.mark.parametrize("layer, words", [
+    ("{name: bn_batch, type: BatchNorm, bottom: data, top: out, "
+     "batch_norm_param: {use_global_stats: false}}",
+     "layer 'bn_batch' (BatchNorm) has no exact ONNX form: it normalizes with the batch's "
+     "statistics"),
+    ("{name: fold, type: Reshape, bottom: data, top: out, "
+     "reshape_param: {shape: [{dim: [1, -1]}]}}",
+     "layer 'fold' (Reshape) has no exact ONNX form: it changes the batch axis"),
+    ("{name: stack, type: Concat, bottom: [data, data], top: out, concat_param: {axis: 0}}",
+     "layer 'stack' (Concat) has no exact ONNX form: it works along the batch axis"),
+    ("{name: ip0, type: InnerProduct, bottom: data, top: feat, "
+     "inner_product_param: {num_output: 2}}\n"
+     "    - {name: loss, type: EuclideanLoss, bottom: [feat, feat], top: out}",
+     "layer 'loss' (EuclideanLoss) has no exact ONNX form"),
+], ids=["batch-statistics", "reshape-batch", "concat-batch", "loss"])
+def test_a_layer_with_no_exact_onnx_form_is_a_one_line_error_naming_it(tmp_path, layer, words):
     config = tmp_path / "no_onnx.yaml"
-    config.write_text(NO_ONNX_FORM)
+    text = NO_ONNX_FORM.format(layer=layer)
+    if "Loss" in layer:   # a scalar top: nothing after it
+        text = "\n".join(line for line in text.splitlines() if "{name: ip," not in line) + "\n"
+    config.write_text(text)
     snapshot = random_snapshot(config, tmp_path / "s.h5")
     result = run("export", "--snapshot", snapshot, "-o", tmp_path / "net.onnx")
-    assert result.exit_code == 1
+    assert result.exit_code == 1, result.output
     assert result.stderr.count("\n") == 1
-    assert "layer 'bn_batch' (BatchNorm) has no exact ONNX form" in result.stderr
-    assert "use_global_stats" in result.stderr
+    assert words in result.stderr
     assert list(tmp_path.glob("*.onnx*")) == []
 
 

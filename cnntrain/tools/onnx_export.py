@@ -469,13 +469,20 @@ def _softmax(g: GraphBuilder, n: LayerNode) -> None:
 
 
 # ----------------------------------------------------------------------------- structure
+def _not_on_batch(n: LayerNode, axis: int) -> None:
+    if axis == 0:   # the graph's batch size is free; its outputs must keep it
+        raise n.fail("it works along the batch axis")
+
+
 @exports("Concat")
 def _concat(g: GraphBuilder, n: LayerNode) -> None:
+    _not_on_batch(n, n.layer.axis)
     g.op("Concat", n.bottoms, n.tops[0], axis=n.layer.axis)
 
 
 @exports("Slice")
 def _slice(g: GraphBuilder, n: LayerNode) -> None:
+    _not_on_batch(n, n.layer.axis)
     g.op("Split", [n.bottoms[0], g.const(_hint(n, "sizes"), n.layer.sizes)], outputs=n.tops,
          axis=n.layer.axis)
 
@@ -518,8 +525,8 @@ def _reshape(g: GraphBuilder, n: LayerNode) -> None:
 @exports("Crop")
 def _crop(g: GraphBuilder, n: LayerNode) -> None:
     cut = [(axis, s) for axis, s in enumerate(n.layer.index) if s != slice(None)]
-    if any(axis == 0 for axis, _ in cut):
-        raise n.fail("it crops the batch axis")
+    if cut:
+        _not_on_batch(n, cut[0][0])
     g.op("Slice", [n.bottoms[0], g.const(_hint(n, "starts"), [s.start for _, s in cut]),
                    g.const(_hint(n, "ends"), [s.stop for _, s in cut]),
                    g.const(_hint(n, "axes"), [axis for axis, _ in cut])], n.tops[0])
@@ -597,7 +604,9 @@ def export_snapshot(snapshot: str | Path, output: str | Path) -> ExportResult:
     from cnntrain.tools.predict import Predictor
 
     predictor = Predictor(snapshot, notify=lambda _: None)
-    net = predictor.build(1)
+    # Built for two images, not one: a layer that folds the batch into another axis
+    # (a Reshape to a literal 1) then shows as changing the batch axis.
+    net = predictor.build(2)
     model = build_model(net, name=predictor.exp.name)
     try:
         onnx.checker.check_model(model, full_check=True)
