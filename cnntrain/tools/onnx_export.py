@@ -579,10 +579,10 @@ def build_model(net, *, name: str = "net", add_prob: bool = True):
     info = {i: net.shapes[i] for i in outputs}
     last = net.nodes[-1].layer.type_name
     if add_prob and len(outputs) == 1 and len(info[outputs[0]]) == 2 and last != "Softmax":
-        g.names.add("prob")
-        g.op("Softmax", [outputs[0]], "prob", axis=1)
-        outputs.append("prob")
-        info["prob"] = info[outputs[0]]
+        prob = g.fresh("prob")          # "prob" unless the net has a blob of that name
+        g.op("Softmax", [outputs[0]], prob, axis=1)
+        outputs.append(prob)
+        info[prob] = info[outputs[0]]
     graph = helper.make_graph(
         g.nodes, name,
         [helper.make_tensor_value_info(i, TensorProto.FLOAT, _dims(net.shapes[i]))
