@@ -86,3 +86,4 @@ from cnntrain.cli import caffe  # noqa: E402,F401
 from cnntrain.cli import port  # noqa: E402,F401
 from cnntrain.cli import visual  # noqa: E402,F401
 from cnntrain.cli import experiments  # noqa: E402,F401
+from cnntrain.cli import interop  # noqa: E402,F401

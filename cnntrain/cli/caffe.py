@@ -16,8 +16,9 @@ from cnntrain.cli.output import JSON, QUIET, echo_json, style
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The cnntrain config to write (YAML).")
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="A Caffe .caffemodel.h5 (HDF5, data/<layer>/<i>): also write a cnntrain "
-                   "snapshot of it next to the config (OUTPUT with .h5).")
+              help="Caffe weights, a .caffemodel.h5 (HDF5, data/<layer>/<i>) or a binary "
+                   ".caffemodel (needs protobuf: the caffe extra): also write a cnntrain "
+                   "snapshot of them next to the config (OUTPUT with .h5).")
 @click.option("--skip-unsupported", is_flag=True,
               help="Leave out layers of types cnntrain lacks (listed) instead of failing; a "
                    "skipped one-in one-out layer is bypassed.")
@@ -40,6 +41,8 @@ def import_prototxt(net, solver, output, weights, skip_unsupported, name, quiet,
           cifar10_quick_solver.prototxt -o cifar10_quick.yaml
       cnntrain import-prototxt net.prototxt solver.prototxt -o net.yaml \\
           --weights net_iter_5000.caffemodel.h5
+      cnntrain import-prototxt deploy.prototxt -o net.yaml \\
+          --weights bvlc_model.caffemodel
       cnntrain test --snapshot net.h5
     """
     from cnntrain.config import load_experiment

@@ -200,6 +200,15 @@ def _phases(value: Any, where: Where, layer: str, field_name: str) -> tuple[str,
     return tuple(phases)
 
 
+def layer_fields(cls) -> set[str]:
+    """The fields a layer of class ``cls`` may have: the common ones, its ``*_param``
+    blocks, and ``loss_param`` for a loss layer that has blocks of its own."""
+    allowed = set(schema.LAYER_FIELDS) | set(cls.param_blocks)
+    if cls.param_blocks and "loss_param" not in cls.param_blocks and cls.is_loss:
+        allowed.add("loss_param")
+    return allowed
+
+
 def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
     from cnntrain.layers import LAYER_TYPES
 
@@ -218,9 +227,7 @@ def parse_layer(raw: Any, file: str | None, index: int) -> LayerSpec:
     if cls is None:
         raise where.error(f"unknown layer type '{type_name}'{_suggest(type_name, LAYER_TYPES)}",
                           layer=name, field_name="type")
-    allowed = set(schema.LAYER_FIELDS) | set(cls.param_blocks)
-    if cls.param_blocks and "loss_param" not in cls.param_blocks and cls.is_loss:
-        allowed.add("loss_param")
+    allowed = layer_fields(cls)
     for key in raw:
         if key not in allowed:
             hint = (f"; {type_name} reads {', '.join(cls.param_blocks)}" if key.endswith("_param")

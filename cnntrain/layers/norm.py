@@ -61,7 +61,7 @@ class BatchNorm(Layer):
         if batch_stats:
             mean, var = np.empty(self.channels, x.dtype), np.empty(self.channels, x.dtype)
         else:
-            mean, var = self._running_stats()
+            mean, var = self.running_stats()
         eps = x.dtype.type(p.eps)
         self.inv_std = np.empty(self.channels, np.result_type(var, x))
         self.centred = self.buffer("centred", x3.shape, x3.dtype)
@@ -82,7 +82,8 @@ class BatchNorm(Layer):
             self._accumulate(mean, var, x3.shape[0] * x3.shape[2], p.moving_average_fraction)
         return [self.y3.reshape(x.shape)]
 
-    def _running_stats(self) -> tuple[np.ndarray, np.ndarray]:
+    def running_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and variance the affine (global-stats) mode normalizes with."""
         count = self.blobs[2].data[0]
         factor = 0 if count == 0 else 1 / count   # Caffe: an empty count gives zeros
         return self.blobs[0].data * factor, self.blobs[1].data * factor

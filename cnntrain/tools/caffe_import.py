@@ -1,5 +1,5 @@
 """Caffe nets and solvers (``.prototxt``) → a cnntrain YAML config; ``.caffemodel.h5``
-weights → a cnntrain snapshot.
+or binary ``.caffemodel`` weights → a cnntrain snapshot.
 
 Nothing is dropped silently: every field or layer that has no cnntrain equivalent is
 collected as *unsupported* (the command prints them and writes them as comments at
@@ -634,6 +634,45 @@ def read_caffemodel_h5(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
     return load_snapshot(path).weights
 
 
+def read_caffe_weights(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
+    """The weights of a Caffe model by (layer, blob index): a ``.caffemodel.h5`` (told
+    by HDF5's signature) or a binary ``.caffemodel`` (:mod:`cnntrain.tools.caffemodel`)."""
+    from cnntrain.tools.caffemodel import is_hdf5, read_caffemodel
+
+    path = Path(path)
+    if not path.is_file():
+        raise SnapshotError(f"weights file {path} not found")
+    try:
+        hdf5 = is_hdf5(path)
+    except OSError as err:
+        from cnntrain.errors import os_error_reason
+
+        raise SnapshotError(f"cannot read {path}: {os_error_reason(err)}") from None
+    return read_caffemodel_h5(path) if hdf5 else read_caffemodel(path)
+
+
+def _check_blob_counts(net, weights, path) -> None:
+    """A layer the file has weights for must have all of them: a convolution whose bias
+    is missing would otherwise keep its initial bias without a word."""
+    in_file: dict[str, set[int]] = {}
+    for layer, i in weights:
+        in_file.setdefault(layer, set()).add(i)
+    wanted: dict[str, list[int]] = {}
+    for layer, i, _ in net.param_keys:
+        wanted.setdefault(layer, []).append(i)
+    for layer, indices in wanted.items():
+        have = in_file.get(layer)
+        if not have:
+            continue
+        missing = [i for i in indices if i not in have]
+        if missing:
+            what = ", ".join(f"param {i}" for i in missing)
+            hint = (" (its bias: set bias_term: false if the model has none)"
+                    if missing == [1] else "")
+            raise SnapshotError(f"{path}: layer '{layer}' has {len(have)} blob(s) in the file, "
+                                f"the net's layer {len(indices)}: {what} is missing{hint}")
+
+
 def weights_to_snapshot(exp, weights_path: str | Path, out_path: str | Path,
                         report: Report | None = None) -> list[str]:
     """Write a cnntrain snapshot (iteration 0, zero solver state) holding the Caffe
@@ -650,7 +689,7 @@ def weights_to_snapshot(exp, weights_path: str | Path, out_path: str | Path,
     from cnntrain.tools.inputs import replace_data_layers
 
     report = report or Report()
-    weights = read_caffemodel_h5(weights_path)
+    weights = read_caffe_weights(weights_path)
     spec, _ = replace_data_layers(exp.net)
     rngs = RngStreams(exp.solver.random_seed)
     net = Net(spec, "TRAIN", BuildContext(rngs, np.float32, notify=lambda _: None))
@@ -687,6 +726,7 @@ def weights_to_snapshot(exp, weights_path: str | Path, out_path: str | Path,
     if not filled:
         raise SnapshotError(f"{weights_path} has no weights for any layer of this net "
                             "(layer names differ)")
+    _check_blob_counts(net, weights, weights_path)
     solver = make_solver(exp.solver.values, net.params)
     save_snapshot(Path(out_path), params=net.param_keys, config=exp.text, iteration=0,
                   solver_type=solver.type_name, history=solver.state(), rng=rngs.state(),

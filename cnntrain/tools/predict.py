@@ -271,7 +271,9 @@ class Predictor:
         return transformer(pixels, np.random.default_rng(0))
 
     # --- the net ------------------------------------------------------------------------
-    def _build(self, batch: int):
+    def build(self, batch: int):
+        """The TEST net for ``batch`` images, fed by an Input layer, with the snapshot's
+        weights; the layers that read labels are left out."""
         from cnntrain.layers import BuildContext
         from cnntrain.net import Net
         from cnntrain.rng import RngStreams
@@ -306,7 +308,7 @@ class Predictor:
 
     def _net_for(self, batch: int):
         if self._net is None or self._net_batch != batch:
-            self._net, self._net_batch = self._build(batch), batch
+            self._net, self._net_batch = self.build(batch), batch
         return self._net
 
     def _run(self, net, x: np.ndarray) -> np.ndarray:
