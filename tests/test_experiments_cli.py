@@ -80,7 +80,7 @@ def test_lr_find_png(setup):
 
 @pytest.mark.parametrize("args,code,words", [
     (["--start-lr", 1, "--end-lr", 0.1], 2, "must be above 0 and below --end-lr"),
-    (["--iters", 2], 2, "--iters"),
+    (["--iters", 2], 1, "--iters"),   # a usage error (exit 1; 2 means an invalid config)
     (["--set", "solver.base_lr=abc"], 2, "solver.base_lr"),
 ])
 def test_lr_find_bad_input_is_one_line(setup, monkeypatch, args, code, words):
