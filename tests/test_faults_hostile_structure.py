@@ -15,16 +15,8 @@ import pytest
 import fault_figures
 from cifar_fixtures import add_members, member
 from test_faults_run_folder import SHORT, data, train  # noqa: F401 (fixture)
-from tool_helpers import run
+from tool_helpers import DEPLOY, run
 
-DEPLOY = """\
-name: "deploy"
-input: "data"
-input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        inner_product_param { num_output: 4 } }
-layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
-"""
 
 
 def refused(result, code: int, *words: str) -> str:

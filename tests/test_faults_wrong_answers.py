@@ -18,20 +18,14 @@ import pytest
 
 import fault_figures
 from cnntrain.layers.loss import label_rank
-from test_cli_e2e import CONFIG, write_cifar10_binary
-from tool_helpers import run
+from tool_helpers import run, train_tiny
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wrong")
-    data = write_cifar10_binary(tmp / "data")
-    config = tmp / "tiny.yaml"
-    config.write_text(CONFIG.replace("max_iter: 12", "max_iter: 2")
-                      .replace("snapshot: 6", "snapshot: 0"))
-    result = run("train", config, "--data-dir", data, "--runs-dir", tmp / "runs", "--no-progress")
-    assert result.exit_code == 0, result.output
-    return tmp, data, tmp / "runs" / "tiny" / "snapshots" / "iter_2.h5"
+    data, snapshot = train_tiny(tmp)
+    return tmp, data, snapshot
 
 
 def overflowing(tmp, snap, layers, name):

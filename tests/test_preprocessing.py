@@ -7,24 +7,20 @@ import numpy as np
 import pytest
 
 from cnntrain.data.preprocess import Preprocessing
-from test_cli_e2e import CONFIG, run, write_cifar10_binary
+from test_cli_e2e import CONFIG, run
+from tool_helpers import train_tiny
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prep")
-    data = write_cifar10_binary(tmp / "data")
-    config = tmp / "tiny.yaml"
-    config.write_text(CONFIG.replace("max_iter: 12", "max_iter: 2")
-                      .replace("snapshot: 6", "snapshot: 0"))
-    result = run("train", config, "--data-dir", data, "--runs-dir", tmp / "runs", "--no-progress")
-    assert result.exit_code == 0, result.output
+    data, snapshot = train_tiny(tmp)
     # The test images alone: no training split to compute a mean image from.
     only_test = tmp / "only_test" / "cifar-10-batches-bin"
     only_test.mkdir(parents=True)
     for name in ("test_batch.bin", "batches.meta.txt"):
         shutil.copy(data / "cifar-10-batches-bin" / name, only_test / name)
-    return tmp, data, tmp / "runs" / "tiny" / "snapshots" / "iter_2.h5", only_test.parent
+    return tmp, data, snapshot, only_test.parent
 
 
 def test_test_needs_only_the_test_images_with_a_new_snapshot(trained, tmp_path):

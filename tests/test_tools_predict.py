@@ -7,31 +7,16 @@ import numpy as np
 import pytest
 
 from cnntrain.tools.predict import resize
-from test_cli_e2e import CONFIG, write_cifar10_binary
-from tool_helpers import run
+from tool_helpers import run, train_tiny
 
-# A deploy net as Caffe writes them: an input header, no labels, a Softmax output.
-DEPLOY = """\
-name: "deploy"
-input: "data"
-input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        inner_product_param { num_output: 4 } }
-layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
-"""
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A snapshot of the end-to-end test's tiny net, and its dataset."""
     tmp = tmp_path_factory.mktemp("predict")
-    data = write_cifar10_binary(tmp / "data")
-    config = tmp / "tiny.yaml"
-    config.write_text(CONFIG.replace("max_iter: 12", "max_iter: 2")
-                      .replace("snapshot: 6", "snapshot: 0"))
-    result = run("train", config, "--data-dir", data, "--runs-dir", tmp / "runs", "--no-progress")
-    assert result.exit_code == 0, result.output
-    return tmp, data, tmp / "runs" / "tiny" / "snapshots" / "iter_2.h5"
+    data, snapshot = train_tiny(tmp)
+    return tmp, data, snapshot
 
 
 def _probs(doc):
