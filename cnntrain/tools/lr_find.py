@@ -166,8 +166,7 @@ def curve_csv(result: LrFindResult) -> str:
 def plot_curve(result: LrFindResult, output: str | Path, title: str) -> Path:
     """The smoothed (and raw) loss against the rate on a log axis, the suggestion
     marked; written atomically. Needs matplotlib."""
-    from cnntrain.snapshot import atomic_write
-    from cnntrain.tools.plot import _pyplot
+    from cnntrain.tools.plot import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -184,19 +183,7 @@ def plot_curve(result: LrFindResult, output: str | Path, title: str) -> Path:
     ax.set_title(title)
     ax.legend(loc="best")
     fig.tight_layout()
-    output = Path(output)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, dpi=100, format=output.suffix.lstrip(".") or "png")
-
-    try:
-        atomic_write(output, write)
-    except OSError as err:
-        raise CnnTrainError(f"cannot write {output}: {err.strerror or err}") from None
-    finally:
-        plt.close(fig)
-    return output
+    return save_figure(fig, output)
 
 
 def write_outputs(result: LrFindResult, exp: ExperimentSpec, folder: Path, plot: bool

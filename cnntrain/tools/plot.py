@@ -163,10 +163,16 @@ def plot_runs(runs: list[RunMetrics], output: str | Path, title: str | None = No
     """Write a 2x3 figure: rows against iterations and wall time, columns training loss,
     test loss and test accuracy; one line per run, in one colour across every panel.
     Written atomically."""
+    _pyplot()     # a missing matplotlib is reported before anything is drawn
+    return save_figure(figure_for(runs, title), output)
+
+
+def save_figure(fig, output: str | Path) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (PNG by
+    default), and close it; a failed write is a one-line CnnTrainError."""
     from cnntrain.snapshot import atomic_write
 
     plt = _pyplot()
-    fig = figure_for(runs, title)
     output = Path(output)
     suffix = output.suffix.lstrip(".") or "png"
 
