@@ -97,6 +97,14 @@ def test_every_shipped_config_is_in_the_zoo_table_with_its_parameter_count():
         assert f" {count.replace(',', '')} parameters" in result.stdout, config
 
 
+def printed_errors() -> dict[tuple[str, ...], str]:
+    """The README's commands that it shows failing: argv → the ``error:`` line after it."""
+    lines = code_lines()
+    return {tuple(shlex.split(line.lstrip("$ ").split(" #")[0])[1:]): nxt.strip()
+            for line, nxt in zip(lines, lines[1:])
+            if line.lstrip("$ ").startswith("cnntrain ") and nxt.startswith("error:")}
+
+
 def test_the_readmes_commands_that_need_no_data_run_as_printed(monkeypatch, tmp_path):
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
@@ -108,7 +116,11 @@ def test_the_readmes_commands_that_need_no_data_run_as_printed(monkeypatch, tmp_
         if not (shipped and short):
             continue
         result = run(*argv)
-        assert result.exit_code == 0, (argv, result.output)
+        error = printed_errors().get(tuple(argv))
+        if error is None:
+            assert result.exit_code == 0, (argv, result.output)
+        else:   # shown failing: the same one line, as an invalid config
+            assert result.exit_code == 2 and result.stderr.strip() == error, (argv, result.output)
         ran.append(argv[0])
     assert {"train", "draw"} <= set(ran)
     assert (tmp_path / "net.svg").read_text().lstrip().startswith("<")

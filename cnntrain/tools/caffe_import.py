@@ -698,9 +698,7 @@ def weights_to_snapshot(exp, weights_path: str | Path, out_path: str | Path,
     for layer, i, p in net.param_keys:
         saved = weights.get((layer, i))
         if saved is None and layer in in_file:
-            # Half a layer (weights without their bias) is a damaged file, not a new layer.
-            raise SnapshotError(f"{weights_path}: layer '{layer}' has some parameters in the "
-                                f"file but not param {i}")
+            continue   # half a layer: refused below, after any clearer shape error
         if saved is None:
             report.drop(str(weights_path), f"layer '{layer}' param {i} is not in the file: it "
                                            "keeps its initial values")

@@ -161,7 +161,7 @@ def _map_combination(g: GraphBuilder, n: LayerNode) -> None:
     inputs = [n.bottoms[0], g.const(_hint(n, "weight"), weights)]
     if len(layer.blobs) > 2:
         inputs.append(g.const(_hint(n, "bias"), layer.blobs[2].data))
-    g.op("Conv", inputs, n.tops[0], **_window_attrs(layer.conv))
+    g.op("Conv", inputs, n.tops[0], **_window_attrs(layer.geometry))
 
 
 @exports("Subsampling")
