@@ -129,24 +129,29 @@ def _window_attrs(layer) -> dict:
                 group=layer.group)
 
 
+def _windowed(g: GraphBuilder, n: LayerNode, op: str, weights, bias, geometry) -> None:
+    """``op`` (Conv or ConvTranspose) with these weights, an optional bias, and the
+    window of ``geometry``."""
+    inputs = [n.bottoms[0], g.const(_hint(n, "weight"), weights)]
+    if bias is not None:
+        inputs.append(g.const(_hint(n, "bias"), bias))
+    g.op(op, inputs, n.tops[0], **_window_attrs(geometry))
+
+
+def _weights_and_bias(layer):
+    return layer.blobs[0].data, layer.blobs[1].data if len(layer.blobs) > 1 else None
+
+
 @exports("Convolution")
 def _convolution(g: GraphBuilder, n: LayerNode) -> None:
-    layer = n.layer
-    inputs = [n.bottoms[0], g.const(_hint(n, "weight"), layer.blobs[0].data)]
-    if len(layer.blobs) > 1:
-        inputs.append(g.const(_hint(n, "bias"), layer.blobs[1].data))
-    g.op("Conv", inputs, n.tops[0], **_window_attrs(layer))
+    _windowed(g, n, "Conv", *_weights_and_bias(n.layer), n.layer)
 
 
 @exports("Deconvolution")
 def _deconvolution(g: GraphBuilder, n: LayerNode) -> None:
     # Caffe's deconvolution weights (C_in, C_out/G, kh, kw) are ConvTranspose's layout,
     # and its output size s(in-1) + d(k-1) + 1 - 2p is ConvTranspose's with those pads.
-    layer = n.layer
-    inputs = [n.bottoms[0], g.const(_hint(n, "weight"), layer.blobs[0].data)]
-    if len(layer.blobs) > 1:
-        inputs.append(g.const(_hint(n, "bias"), layer.blobs[1].data))
-    g.op("ConvTranspose", inputs, n.tops[0], **_window_attrs(layer))
+    _windowed(g, n, "ConvTranspose", *_weights_and_bias(n.layer), n.layer)
 
 
 @exports("MapCombination")
@@ -158,10 +163,8 @@ def _map_combination(g: GraphBuilder, n: LayerNode) -> None:
     layer = n.layer
     alpha = softmax(layer.blobs[1].data.astype(np.float64), axis=0)
     weights = layer.blobs[0].data * alpha.T[:, :, None, None].astype(layer.blobs[0].data.dtype)
-    inputs = [n.bottoms[0], g.const(_hint(n, "weight"), weights)]
-    if len(layer.blobs) > 2:
-        inputs.append(g.const(_hint(n, "bias"), layer.blobs[2].data))
-    g.op("Conv", inputs, n.tops[0], **_window_attrs(layer.geometry))
+    bias = layer.blobs[2].data if len(layer.blobs) > 2 else None
+    _windowed(g, n, "Conv", weights, bias, layer.geometry)
 
 
 @exports("Subsampling")

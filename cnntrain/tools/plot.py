@@ -163,7 +163,6 @@ def plot_runs(runs: list[RunMetrics], output: str | Path, title: str | None = No
     """Write a 2x3 figure: rows against iterations and wall time, columns training loss,
     test loss and test accuracy; one line per run, in one colour across every panel.
     Written atomically."""
-    _pyplot()     # a missing matplotlib is reported before anything is drawn
     return save_figure(figure_for(runs, title), output)
 
 
