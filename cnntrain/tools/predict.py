@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from cnntrain.errors import CnnTrainError, DatasetError, SnapshotError
+from cnntrain.layers.loss import scored_rows
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES = (".npy",)
@@ -319,10 +320,10 @@ class Predictor:
         net.forward()
         scores, is_prob = self._scores(net)
         scores = scores.reshape(scores.shape[0], -1)[:len(x)]
-        if not np.all(np.isfinite(scores)):
+        unscored = int((~scored_rows(scores)).sum())
+        if unscored:
             # A NaN or infinite score ranks nothing: no class can be named for the image.
-            raise CnnTrainError(f"the net's scores are not finite for "
-                                f"{int((~np.isfinite(scores).all(axis=1)).sum())} of {len(x)} "
+            raise CnnTrainError(f"the net's scores are not finite for {unscored} of {len(x)} "
                                 f"images ({net.first_nonfinite_output()}): no prediction")
         return scores.astype(np.float64) if is_prob else _softmax(scores)
 
