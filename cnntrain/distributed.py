@@ -41,6 +41,7 @@ DEFAULT_TIMEOUT_S = 300.0
 # Long enough for rank 0 to report on a heavily loaded machine (5 s was not, under
 # load ~15 on 2 cores); only an error of a follower rank alone waits this long.
 FOLLOWER_GRACE_S = 15.0
+ABORT_DRAIN_S = 1.0
 MPI_HINT = "pip install 'cnntrain[mpi]' (mpi4py and the MPICH wheel, which provides mpiexec)"
 
 
@@ -151,6 +152,9 @@ class Communicator:
         """End every rank of the job with exit code ``code`` (``MPI_Abort``)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        # MPI_Abort ends the launcher's output forwarding too: the error line just
+        # flushed may still sit in its pipe, so give the launcher a moment to pass it on.
+        time.sleep(ABORT_DRAIN_S)
         self.comm.Abort(code)
         os._exit(code)    # MPICH may return from MPI_Abort before the launcher ends us
 
