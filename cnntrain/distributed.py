@@ -38,9 +38,7 @@ from cnntrain.errors import CnnTrainError
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 TIMEOUT_VARIABLE = "CNNTRAIN_MPI_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
-# Long enough for rank 0 to report on a heavily loaded machine (5 s was not, under
-# load ~15 on 2 cores); only an error of a follower rank alone waits this long.
-FOLLOWER_GRACE_S = 15.0
+FOLLOWER_GRACE_S = 5.0
 ABORT_DRAIN_S = 1.0
 MPI_HINT = "pip install 'cnntrain[mpi]' (mpi4py and the MPICH wheel, which provides mpiexec)"
 
