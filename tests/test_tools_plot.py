@@ -57,6 +57,10 @@ def test_plot_overlays_runs(runs, tmp_path):
 
 
 def test_without_matplotlib_one_line_says_how_to_install(runs, tmp_path, monkeypatch):
+    # Every matplotlib module hidden, not just the package: an already imported
+    # submodule would otherwise still import (as on a machine that has matplotlib).
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib → ImportError
     result = run("plot", *runs, "-o", tmp_path / "x.png")
     assert result.exit_code == 1

@@ -120,9 +120,9 @@ def run_colors(count: int) -> list[str]:
 
 def figure_for(runs: list[RunMetrics], title: str | None = None):
     """The 2x3 figure of :func:`plot_runs` (the caller closes it)."""
+    plt = _pyplot()   # first: it turns a missing matplotlib into the install hint
     from matplotlib.lines import Line2D
 
-    plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), squeeze=False)
     labels, colors = _labels(runs), run_colors(len(runs))
     for run, label, color in zip(runs, labels, colors):
