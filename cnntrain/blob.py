@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnntrain.backend import array_module
+
 
 class Param:
     """A learnable array with its gradient and Caffe's per-parameter multipliers.
@@ -16,7 +18,7 @@ class Param:
     def __init__(self, data: np.ndarray, lr_mult: float = 1.0, decay_mult: float = 1.0,
                  name: str = "", freeze_iter: int | None = None):
         self.data = data
-        self.diff = np.zeros_like(data)
+        self.diff = array_module(data).zeros_like(data)
         self.lr_mult = lr_mult
         self.decay_mult = decay_mult
         self.name = name
@@ -34,7 +36,7 @@ class Param:
     def astype(self, dtype) -> None:
         """Convert in place (used by gradient checks in float64)."""
         self.data = self.data.astype(dtype)
-        self.diff = np.zeros_like(self.data)
+        self.diff = array_module(self.data).zeros_like(self.data)
 
     def __repr__(self) -> str:
         return f"Param({self.name}, shape={self.data.shape})"

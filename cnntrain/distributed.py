@@ -31,6 +31,7 @@ from typing import Iterator, NoReturn, Sequence
 
 import numpy as np
 
+from cnntrain.backend import array_module, to_host
 from cnntrain.blob import Param, Statistic
 from cnntrain.errors import CnnTrainError
 
@@ -113,6 +114,13 @@ class Communicator:
             raise CnnTrainError(f"started as one of {size} MPI processes, but mpi4py is not "
                                 f"installed: {MPI_HINT}") from None
         return cls(MPI.COMM_WORLD, timeout)
+
+    def local_rank(self) -> int:
+        """This process's number among the processes on its own machine (MPI's shared-
+        memory split): which of the machine's GPUs ``--device gpu`` takes."""
+        from mpi4py import MPI
+
+        return self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
 
     @property
     def is_root(self) -> bool:
@@ -235,19 +243,27 @@ class GradientAllreduce:
 
     def __call__(self, loss: float, stop: bool, iteration: int) -> tuple[float, bool]:
         """Average this step over the ranks; returns (mean loss, any rank asked to stop)."""
-        buf, offset = self.buffer, 0
+        buf = self.buffer
         arrays = [p.diff for p in self.learned] + [p.data for p in self.statistics]
-        for array in arrays:
-            buf[offset:offset + array.size] = array.reshape(-1)
-            offset += array.size
-        buf[offset:] = (loss, float(stop))
+        count = sum(a.size for a in arrays)
+        xp = array_module(*arrays)
+        if xp is np:
+            offset = 0
+            for array in arrays:
+                buf[offset:offset + array.size] = array.reshape(-1)
+                offset += array.size
+        elif arrays:
+            # On a GPU: one copy to the host and one back per step, for MPI's buffer.
+            buf[:count] = to_host(xp.concatenate([a.reshape(-1) for a in arrays]))
+        buf[count:] = (loss, float(stop))
         self.comm.sum_in_place(buf, f"the gradient allreduce of iteration {iteration + 1}")
-        buf[:offset + 1] *= buf.dtype.type(1.0 / self.comm.size)
+        buf[:count + 1] *= buf.dtype.type(1.0 / self.comm.size)
+        source = buf if xp is np else xp.asarray(buf[:count])
         offset = 0
         for array in arrays:
-            array[...] = buf[offset:offset + array.size].reshape(array.shape)
+            array[...] = source[offset:offset + array.size].reshape(array.shape)
             offset += array.size
-        return float(buf[offset]), bool(buf[offset + 1] > 0)
+        return float(buf[count]), bool(buf[count + 1] > 0)
 
 
 class FollowerRunDir:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from cnntrain.backend import to_host
 from cnntrain.data.transforms import shifted_view
 from cnntrain.errors import CnnTrainError
 from cnntrain.layers.loss import label_rank, scored_rows
@@ -282,8 +283,9 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
         if scored is None:
             continue
         axis, ignore = scored.layer.axis, getattr(scored.layer, "ignore", None)
-        scores = net.blobs[scored.bottoms[0]]
-        labels = net.blobs[scored.bottoms[1]].reshape(-1).astype(np.int64)
+        # Counted on the host: the scores and labels come over once per batch.
+        scores = to_host(net.blobs[scored.bottoms[0]])
+        labels = to_host(net.blobs[scored.bottoms[1]]).reshape(-1).astype(np.int64)
         rows = _rows(scores, axis).astype(np.float64)
         if not nonfinite and not scored_rows(rows).all():
             nonfinite = net.first_nonfinite_output()
@@ -296,11 +298,12 @@ def evaluate(net: Net, iterations: int | None = None, tta: str | None = None,
         if data_node is not None:
             tops = [net.blobs[t] for t in data_node.tops]
             probs = _softmax(rows)
-            pad_mode = data_node.layer.transform.pad_mode
+            layer = data_node.layer
+            batch_images = to_host(tops[0])
             for mirror, dy, dx in views[1:]:
-                moved = shifted_view(tops[0], mirror, dy, dx, pad_mode)
-                blobs = _forward_from(net, data_node, [moved] + tops[1:])
-                probs += _softmax(_rows(blobs[scored.bottoms[0]], axis).astype(np.float64))
+                moved = shifted_view(batch_images, mirror, dy, dx, layer.transform.pad_mode)
+                blobs = _forward_from(net, data_node, [layer.device.to_device(moved)] + tops[1:])
+                probs += _softmax(_rows(to_host(blobs[scored.bottoms[0]]), axis).astype(np.float64))
             if averaged is None:
                 averaged = _Tally(rows.shape[1])
             averaged.add(probs / len(views), labels, ignore)

@@ -38,6 +38,7 @@ class Net:
     def __init__(self, spec: NetSpec, phase: str, ctx: BuildContext,
                  shared: dict[str, Param] | None = None, force_backward: bool = False):
         self.spec, self.phase, self.ctx = spec, phase, ctx
+        self.xp = ctx.device.xp
         self.force_backward = force_backward
         self.shared: dict[str, Param] = {} if shared is None else shared
         self.nodes: list[Node] = []
@@ -217,10 +218,10 @@ class Net:
             for top_id, weight in zip(node.tops, node.loss_weights):
                 d = diffs.pop(top_id, None)
                 if weight:
-                    seed = np.asarray(weight, dtype=self.blobs[top_id].dtype)
+                    seed = self.xp.asarray(weight, dtype=self.blobs[top_id].dtype)
                     d = seed if d is None else d + seed
                 if d is None:
-                    d = np.zeros_like(self.blobs[top_id])
+                    d = self.xp.zeros_like(self.blobs[top_id])
                 top_diffs.append(d)
             bottom_diffs = node.layer.backward(top_diffs, node.propagate_down)
             for b, d, wanted in zip(node.bottoms, bottom_diffs, node.propagate_down):
@@ -248,7 +249,7 @@ class Net:
         for node in self.nodes:
             for top in node.tops:
                 value = self.blobs.get(top)
-                if value is not None and not np.all(np.isfinite(value)):
+                if value is not None and not self.xp.all(self.xp.isfinite(value)):
                     return f"first non-finite output: layer '{node.layer.name}' (top '{top}')"
         return ""
 
@@ -279,7 +280,8 @@ class Net:
             moment = patch_second_moment(images, source.transform.normalize,
                                          (layer.kh, layer.kw), (layer.dh, layer.dw))
             weights = layer.blobs[0].data
-            weights[...] = whitening_filters(moment, weights.shape, filler["eps"])
+            weights[...] = self.ctx.device.to_device(
+                whitening_filters(moment, weights.shape, filler["eps"]))
             filled.append(layer.name)
         return filled
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cnntrain.backend import array_module, to_host
 from cnntrain.errors import SnapshotError, os_error_reason
 
 if TYPE_CHECKING:
@@ -131,9 +132,9 @@ def save_snapshot(path: Path, *, params, config: str, iteration: int, solver_typ
         if seconds is not None:
             f.attrs["seconds"] = float(seconds)
         for (layer, i, p), buffers in zip(params, history):
-            f.create_dataset(f"data/{layer}/{i}", data=p.data)
+            f.create_dataset(f"data/{layer}/{i}", data=to_host(p.data))
             for k, buf in enumerate(buffers):
-                f.create_dataset(f"solver/history/{layer}/{i}/{k}", data=buf)
+                f.create_dataset(f"solver/history/{layer}/{i}/{k}", data=to_host(buf))
         for layer, state in data_state.items():
             for key, value in state.items():
                 f.create_dataset(f"state/data/{layer}/{key}", data=value)
@@ -315,6 +316,6 @@ def copy_weights(net, snap: Snapshot, *, strict: bool) -> list[str]:
                                 "values, not floating point weights")
         if not np.all(np.isfinite(saved)):
             raise SnapshotError(f"{snap.path}: layer '{layer}' param {i} holds NaN or inf")
-        p.data[...] = saved
+        p.data[...] = array_module(p.data).asarray(saved)
         copied.append(layer)
     return sorted(set(copied))

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cnntrain.backend import CPU, Device
 from cnntrain.callbacks import Callback, EarlyStop
 from cnntrain.config.specs import ExperimentSpec
 from cnntrain.distributed import Communicator, FollowerRunDir, GradientAllreduce, Shard
@@ -24,12 +25,14 @@ from cnntrain.solvers import make_solver
 
 
 def build_for(exp: ExperimentSpec, data_dir: str | None, notify: Callable[[str], None],
-              dtype=np.float32, shard: Shard | None = None) -> tuple[Net, Net, RngStreams]:
+              dtype=np.float32, shard: Shard | None = None,
+              device: Device = CPU) -> tuple[Net, Net, RngStreams]:
     """The TRAIN and TEST nets of an experiment and the random streams they draw from
-    (``shard``: this MPI process's rows of each TRAIN batch)."""
+    (``shard``: this MPI process's rows of each TRAIN batch; ``device``: where they
+    compute)."""
     rngs = RngStreams(exp.solver.random_seed)
     ctx = BuildContext(rngs=rngs, dtype=dtype, data_dir=None if data_dir is None else Path(data_dir),
-                       notify=notify, shard=shard)
+                       notify=notify, shard=shard, device=device)
     train, test = build_nets(exp.net, ctx)
     return train, test, rngs
 
@@ -69,7 +72,7 @@ class Trainer:
     def __init__(self, exp: ExperimentSpec, *, runs_root: Path, data_dir: str | None = None,
                  notify: Callable[[str], None] = print, progress: bool = True,
                  callbacks: Sequence[Callback] = (), comm: Communicator | None = None,
-                 resume_flags: Sequence[str] = ()):
+                 resume_flags: Sequence[str] = (), device: Device | None = None):
         self.exp, self.s = exp, exp.solver
         self.runs_root, self.data_dir = Path(runs_root), data_dir
         # Flags of the command line that shape the run (--plot, --report, ...): the
@@ -84,12 +87,14 @@ class Trainer:
         self.interrupted = False      # stopped by SIGINT/SIGTERM (resumable as it was)
         self.comm = comm
         self._stop_request: _StopRequest | None = None
+        self.device = device or CPU
         if comm is None:
-            self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify)
+            self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify,
+                                                                 device=self.device)
         else:
             with comm.root_first():    # rank 0 fetches a missing dataset once
-                self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify,
-                                                                     shard=comm.shard)
+                self.train_net, self.test_net, self.rngs = build_for(
+                    exp, data_dir, notify, shard=comm.shard, device=self.device)
         for name in self.train_net.init_from_data():
             notify(f"layer '{name}': weights filled from the training images (whitening)")
         self.solver = make_solver(self.s.values, self.train_net.params)
@@ -410,15 +415,17 @@ def snapshot_experiment(path: str | Path) -> ExperimentSpec:
 
 
 def load_test_net(path: str | Path, data_dir: str | None,
-                  notify: Callable[[str], None] = print) -> tuple[Snapshot, ExperimentSpec, Net]:
-    """A snapshot's TEST net with its weights, built from the config stored inside it."""
+                  notify: Callable[[str], None] = print,
+                  device: Device = CPU) -> tuple[Snapshot, ExperimentSpec, Net]:
+    """A snapshot's TEST net with its weights, built from the config stored inside it,
+    on ``device`` (wherever the snapshot was trained: snapshots hold host arrays)."""
     from cnntrain.snapshot import stored_experiment
 
     snap: Snapshot = load_snapshot(path)
     exp = stored_experiment(snap)
     ctx = BuildContext(rngs=RngStreams(exp.solver.random_seed),
                        data_dir=None if data_dir is None else Path(data_dir), notify=notify,
-                       preprocessing=snap.preprocessing)
+                       preprocessing=snap.preprocessing, device=device)
     test_net = Net(exp.net, "TEST", ctx)  # only the TEST net: no training data to load
     copy_weights(test_net, snap, strict=True)
     if not test_net.data_layers():
@@ -440,10 +447,10 @@ def evaluate_snapshot_net(test_net: Net, iterations: int | None,
 
 def test_snapshot(path: str | Path, data_dir: str | None, iterations: int | None,
                   notify: Callable[[str], None] = print, tta: str | None = None,
-                  progress: bool = False) -> Evaluation:
+                  progress: bool = False, device: Device = CPU) -> Evaluation:
     """Evaluate a snapshot on its TEST net, built from the config stored inside it (``tta``
     as in :func:`evaluate_snapshot_net`); ``progress``: show a bar over the batches."""
-    _, _, test_net = load_test_net(path, data_dir, notify)
+    _, _, test_net = load_test_net(path, data_dir, notify, device)
     bar = None
     if progress:
         from cnntrain.progress import progress_bar

@@ -12,8 +12,8 @@ from cnntrain.cli import main
 _build_for = cnntrain.trainer.build_for
 
 
-def _build_for_float64(exp, data_dir, notify, dtype=np.float32, shard=None):
-    return _build_for(exp, data_dir, notify, np.float64, shard)
+def _build_for_float64(exp, data_dir, notify, dtype=np.float32, **kwargs):
+    return _build_for(exp, data_dir, notify, np.float64, **kwargs)
 
 
 cnntrain.trainer.build_for = _build_for_float64

@@ -78,6 +78,11 @@ DATA_DIR = click.option("--data-dir", envvar="CNNTRAIN_DATA", type=click.Path(fi
                         help="Where datasets are found or downloaded "
                              "[env CNNTRAIN_DATA; default ~/.cache/cnntrain].")
 
+DEVICE = click.option("--device", default="cpu", show_default=True, metavar="cpu|gpu[:N]",
+                      help="Where to compute: the CPU (NumPy), or an NVIDIA GPU through "
+                           "CuPy (pip install 'cnntrain[gpu]'); gpu is gpu:0, or under "
+                           "mpiexec each process's own GPU on its machine.")
+
 
 # Subcommands register themselves on ``main`` when imported.
 from cnntrain.cli import run  # noqa: E402,F401

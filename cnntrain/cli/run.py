@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cnntrain.cli import DATA_DIR, EXIT_CODES, exit_with, run_or_exit, main
+from cnntrain.cli import DATA_DIR, DEVICE, EXIT_CODES, exit_with, run_or_exit, main
 from cnntrain.cli.output import JSON, QUIET, echo_json, print_summary
 from cnntrain.errors import CnnTrainError, TrainingError
 
@@ -36,10 +36,11 @@ from cnntrain.errors import CnnTrainError, TrainingError
               help="Also log to runs/<name>/tensorboard (as logging: {tensorboard: true}; "
                    "needs tensorboardX).")
 @click.option("--no-progress", is_flag=True, help="No progress bar; log lines only.")
+@DEVICE
 @QUIET
 @JSON
 def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot, report,
-          tensorboard, no_progress, quiet, as_json):
+          tensorboard, no_progress, device, quiet, as_json):
     """Train the net of CONFIG; logs, metrics and snapshots go to runs/<name>/.
 
     When a run stops (Ctrl-C), the command that resumes it is printed; it needs no
@@ -56,10 +57,18 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
       cnntrain train --resume runs/lenet_cifar10/snapshots/iter_2000.h5
       cnntrain train configs/lenet_cifar10.yaml --weights other.h5 --plot
       cnntrain train configs/cifar10_quick.yaml --report --tensorboard
+      cnntrain train configs/fast94_cifar10.yaml --device gpu
       mpiexec -n 2 cnntrain train configs/cifar10_quick.yaml   (data parallel)
     """
+    from cnntrain.backend import parse_device
+
     exp = run_or_exit(_experiment, config, overrides, resume)
+    run_or_exit(parse_device, device)
     if dry_run:
+        if device != "cpu":    # the same verdict as train: a GPU that is not there
+            from cnntrain.backend import open_device
+
+            run_or_exit(open_device, device)
         run_or_exit(print_summary, exp, as_json)
         if (tensorboard or exp.logging.tensorboard) and not as_json:
             _note_missing_tensorboard()
@@ -79,10 +88,13 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
     progress = not (no_progress or quiet or as_json or follower)
     flags = [flag for flag, on in (("--plot", plot), ("--report", report),
                                    ("--tensorboard", tensorboard)) if on]
+    if device != "cpu":
+        flags += ["--device", device]
     extras = [] if follower else _callbacks(exp, runs_dir, plot, report, tensorboard, say)
     run = run_or_exit if comm is None else functools.partial(run_or_abort, comm)
+    where = _open_device(run, device, comm)
     trainer = run(_trainer, exp, data_dir, resume, weights, runs_dir, progress, extras, say,
-                  flags, comm)
+                  flags, comm, where)
     if comm is not None:
         ev = run(trainer.train, resumed=bool(resume))
     else:
@@ -173,8 +185,17 @@ def _experiment(config, overrides, resume):
     return snapshot_experiment(resume)
 
 
+def _open_device(run, device: str, comm):
+    """The run's device, opened (``run``: how a failure ends the command)."""
+    from cnntrain.backend import open_device
+
+    if device == "cpu":
+        return open_device(device)
+    return run(lambda: open_device(device, comm.local_rank() if comm is not None else None))
+
+
 def _trainer(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say, flags,
-             comm=None):
+             comm=None, device=None):
     """The Trainer, at its starting point (a snapshot resumed, or weights copied in)."""
     from cnntrain.errors import ConfigError
     from cnntrain.trainer import Trainer
@@ -183,7 +204,9 @@ def _trainer(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say,
         raise ConfigError("give --resume or --weights, not both")
     trainer = Trainer(exp, runs_root=Path(runs_dir), data_dir=data_dir, notify=say,
                       progress=progress, callbacks=callbacks, comm=comm,
-                      resume_flags=flags)
+                      resume_flags=flags, device=device)
+    if device is not None and not device.is_cpu:
+        say(f"computing on {device}")
     if resume:
         trainer.resume(resume)
         say(f"resuming {exp.name} at iteration {trainer.solver.iter}")
@@ -211,10 +234,11 @@ def _trainer(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say,
 @click.option("--superclasses", is_flag=True,
               help="CIFAR-100 (fine labels): also print the accuracy of each superclass.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@DEVICE
 @QUIET
 @JSON
 def test(snapshot_arg, snapshot, data_dir, iterations, tta, confusion_csv, superclasses,
-         no_progress, quiet, as_json):
+         no_progress, device, quiet, as_json):
     """Evaluate a snapshot on its test set: loss, top-1 and top-5 accuracy, per-class
     accuracy (worst first); superclass accuracy for CIFAR-100.
 
@@ -232,10 +256,13 @@ def test(snapshot_arg, snapshot, data_dir, iterations, tta, confusion_csv, super
     snapshot = snapshot or snapshot_arg
     if snapshot is None:
         raise click.UsageError("missing the snapshot to test (SNAPSHOT or --snapshot)")
+    from cnntrain.backend import open_device
+
     say = (lambda line: None) if quiet else \
         (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    where = run_or_exit(open_device, device)
     ev = run_or_exit(test_snapshot, snapshot, data_dir, iterations, say, tta,
-                     progress=not (no_progress or quiet or as_json))
+                     progress=not (no_progress or quiet or as_json), device=where)
     tta = ev.tta_name
     views = f"{tta}, {ev.tta_views} views" if tta else ""
     if confusion_csv:

@@ -15,6 +15,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from cnntrain.backend import array_module
+
 from cnntrain.engine.parallel import split_matmul
 
 KINDS = ("gemm", "im2col")
@@ -58,7 +60,11 @@ def accounted(kind: str) -> Callable[[Callable], Callable]:
 @accounted("gemm")
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul`` (stacks of matrices included), split over cnntrain's workers: the
-    one entry point of the layers' matrix products, so that their time can be accounted."""
+    one entry point of the layers' matrix products, so that their time can be accounted.
+    On a device, one ``matmul`` of its own (cuBLAS on a GPU)."""
+    xp = array_module(a, b)
+    if xp is not np:
+        return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
     if out is None:
         shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
         out = np.empty(shape, np.result_type(a, b))

@@ -28,6 +28,8 @@ from typing import Callable
 
 import numpy as np
 
+from cnntrain.backend import array_module
+
 # Below this much work a handoff to another thread (about 20 µs) costs more than half
 # the work saves: elements copied or passed through a ufunc, multiply-adds of a GEMM.
 MIN_SPLIT_ELEMENTS = 1 << 16
@@ -214,7 +216,7 @@ def ufunc_over_batch(ufunc: Callable, out: np.ndarray, *operands: np.ndarray) ->
 def channel_sums(a: np.ndarray) -> np.ndarray:
     """``a.sum(axis=(0, 2, 3, ...))`` of an (N, C, ...) array: one total per channel,
     the channels split over the workers (each channel's sum runs whole in one)."""
-    sums = np.empty(a.shape[1], a.dtype)
+    sums = array_module(a).empty(a.shape[1], a.dtype)
     axes = (0,) + tuple(range(2, a.ndim))
 
     def part(s: slice) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 class Workspace:
     """Named, growing flat buffers handed out as contiguous arrays of any smaller shape."""
 
-    def __init__(self) -> None:
+    def __init__(self, xp=np) -> None:
+        self.xp = xp                          # numpy, or the device's array module
         self._flat: dict[str, np.ndarray] = {}
         self._last: dict[str, tuple] = {}     # name: (shape, dtype as asked, view)
 
@@ -29,7 +30,8 @@ class Workspace:
         flat = self._flat.get(name)
         fresh = flat is None or flat.size < size or flat.dtype != dtype
         if fresh:
-            flat = _aligned(size, dtype, zero)
+            flat = (_aligned(size, dtype, zero) if self.xp is np
+                    else (self.xp.zeros if zero else self.xp.empty)(size, dtype))
             self._flat[name] = flat
         view = flat[:size].reshape(shape)
         if zero and not fresh and (last is None or last[2].shape != shape):

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from cnntrain.backend import array_module
 from cnntrain.engine.parallel import CACHE_CHUNK, over_chunks, over_slices, ufunc_over_batch
 from cnntrain.layers.base import Layer, SetupError, register
 from cnntrain.layers.special import gelu_and_slope
@@ -12,13 +13,15 @@ from cnntrain.layers.special import gelu_and_slope
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), split by sign so exp never overflows; keeps x's dtype."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    xp = array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 def log1p_exp(x: np.ndarray) -> np.ndarray:
     """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    xp = array_module(x)
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 class _Elementwise(Layer):
@@ -107,7 +110,8 @@ class Softplus(_Elementwise):
 @register("Dropout")
 class Dropout(_Elementwise):
     """Inverted dropout: in TRAIN, zero with ``dropout_ratio`` and scale the rest by
-    1/(1 - ratio), so TEST is the identity. Masks come from the "dropout" stream."""
+    1/(1 - ratio), so TEST is the identity. Masks come from the "dropout" stream, drawn
+    on the host (so a seed gives the same masks on every device) and handed over."""
 
     param_blocks = ("dropout_param",)
     in_place_ok = True
@@ -125,7 +129,7 @@ class Dropout(_Elementwise):
             whole = (x.shape[0] * shard.size,) + x.shape[1:]
             keep = self.rngs.get("dropout").random(whole, dtype=np.float32)[
                 shard.rows(whole[0])] >= ratio
-        self.mask = keep * x.dtype.type(1.0 / (1.0 - ratio))
+        self.mask = self.device.to_device(keep * x.dtype.type(1.0 / (1.0 - ratio)))
         return [x * self.mask]
 
     def grad(self, dy):

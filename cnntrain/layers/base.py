@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
+from cnntrain.backend import CPU, Device
 from cnntrain.blob import Param, Statistic
 from cnntrain.engine.workspace import Workspace
 
@@ -30,6 +31,8 @@ class BuildContext:
     # TEST Data layers' preprocessing by layer name, as a snapshot stores it (used
     # instead of working it out from the dataset again).
     preprocessing: dict | None = None
+    #: Where the arrays live; its ``xp`` is the array module every layer computes with.
+    device: Device = CPU
 
 Shape = tuple[int, ...]
 
@@ -99,10 +102,13 @@ class Layer:
         self.ctx = ctx
         self.rngs = ctx.rngs
         self.dtype = np.dtype(ctx.dtype)
+        self.device = ctx.device
+        #: The array module of this run's device: ``numpy``, or ``cupy`` on a GPU.
+        self.xp = ctx.device.xp
         self.blobs: list[Param] = []
         self.shared: dict[str, Param] = {}   # the net's parameters by key (set by the net)
         #: Scratch and output buffers kept between steps (see :meth:`buffer`).
-        self.ws = Workspace()
+        self.ws = Workspace(self.xp)
 
     def default_loss_weight(self, top_index: int) -> float:
         """The weight of top ``top_index`` in the loss when ``loss_weight`` is not given:
@@ -167,7 +173,9 @@ class Layer:
         if not np.all(np.isfinite(data)):
             raise SetupError(f"the {filler['type']} filler of parameter {index} gives values "
                              f"beyond {self.dtype.name} (inf or nan)", "param")
-        param = Param(data, lr_mult=spec.lr_mult if spec else 1.0,
+        # Drawn on the host from the run's seed, then moved: the same initial weights
+        # on every device.
+        param = Param(self.device.to_device(data), lr_mult=spec.lr_mult if spec else 1.0,
                       decay_mult=spec.decay_mult if spec else 1.0, name=key,
                       freeze_iter=spec.freeze_iter if spec else None)
         self.shared[key] = param
@@ -180,7 +188,7 @@ class Layer:
         owner = self._shared_param(key, shape, statistic=True)
         if owner is not None:
             return owner
-        stat = Statistic(np.zeros(shape, self.dtype), name=key)
+        stat = Statistic(self.xp.zeros(shape, self.dtype), name=key)
         self.shared[key] = stat
         return stat
 

@@ -8,10 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine.conv_plan import ConvPlan, winograd_tile
+from cnntrain.engine.conv_plan import winograd_tile
 from cnntrain.engine.parallel import channel_sums
 from cnntrain.layers.activation import sigmoid
 from cnntrain.layers.base import Layer, SetupError, Shape, register
+from cnntrain.layers.conv import conv_plan
 from cnntrain.layers.geometry import check_kernel_fits, pair, window_geometry
 from cnntrain.layers.loss import softmax
 
@@ -156,7 +157,7 @@ class MapCombination(Layer):
         n, c, h, w = shape
         self.ho, self.wo = check_kernel_fits(self.geometry, h, w, "map_combination_param")
         tile = winograd_tile(self.geometry, c, self.ho, self.wo, "DEFAULT")
-        self.plan = ConvPlan(self.geometry, shape, self.dtype, self.ws, tile)
+        self.plan = conv_plan(self, self.geometry, shape, tile)
 
     def default_loss_weight(self, top_index: int) -> float:
         return 1.0 if top_index == 1 else 0.0   # the penalty counts unless told otherwise
@@ -177,7 +178,7 @@ class MapCombination(Layer):
         y = self.buffer("y", (x.shape[0],) + self.plan.out_shape, x.dtype)
         tops = [self.plan.forward(x, self.effective, bias, y)]
         if len(self.spec.top) > 1:
-            tops.append(np.asarray(self._penalty(), dtype=x.dtype))
+            tops.append(self.xp.asarray(self._penalty(), dtype=x.dtype))
         return tops
 
     def _penalty(self) -> float:

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cnntrain.backend import array_module
 from cnntrain.engine import conv_out_size
 from cnntrain.engine.conv_plan import ConvGeometry, ConvPlan, winograd_tile
 from cnntrain.engine.parallel import channel_sums
@@ -13,9 +14,10 @@ from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import check_kernel_fits, conv_geometry, nchw
 
 # --- the math, in reference form ---------------------------------------------------
-# What the layer computes, written for reading: plain NumPy over a padded NCHW input,
-# no layout tricks, no chunking. The tests hold the fast path (``engine.conv_plan``)
-# to these functions; the gradient checks hold these functions to the chain rule.
+# What the layer computes, written for reading: plain array code over a padded NCHW
+# input, no layout tricks, no chunking, on NumPy or CuPy alike (it runs as is on a GPU,
+# see ``ReferenceConvPlan``). The tests hold the fast path (``engine.conv_plan``) to
+# these functions; the gradient checks hold these functions to the chain rule.
 #
 # With ``cols = im2col(pad(x))``, (N, C*kh*kw, Ho*Wo), one column per output pixel
 # holding its receptive field in (c, i, j) order, and W as (G, Cout/G, C/G*kh*kw):
@@ -33,16 +35,16 @@ from cnntrain.layers.geometry import check_kernel_fits, conv_geometry, nchw
 # check the two agree.
 
 
-def im2col_reference(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+def im2col_reference(x_pad: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
                      dilation: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
-    """Columns (N, C*kh*kw, Ho*Wo) of the padded NCHW ``xp``: entry ((c, i, j), (y, x))
-    is ``xp[c, y*sh + i*dh, x*sw + j*dw]``."""
+    """Columns (N, C*kh*kw, Ho*Wo) of the padded NCHW ``x_pad``: entry ((c, i, j), (y, x))
+    is ``x_pad[c, y*sh + i*dh, x*sw + j*dw]``."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
-    n, c = xp.shape[:2]
-    cols = np.empty((n, c, kh, kw, ho, wo), xp.dtype)
+    n, c = x_pad.shape[:2]
+    cols = array_module(x_pad).empty((n, c, kh, kw, ho, wo), x_pad.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+            cols[:, :, i, j] = x_pad[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
                                   j * dw:j * dw + sw * (wo - 1) + 1:sw]
     return cols.reshape(n, c * kh * kw, ho * wo)
 
@@ -53,13 +55,17 @@ def col2im_reference(cols: np.ndarray, padded_shape: Shape, kernel: tuple[int, i
     """im2col's adjoint: every column entry added back onto the pixel it came from."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
     n, c = padded_shape[:2]
-    xp = np.zeros(padded_shape, cols.dtype)
+    x_pad = array_module(cols).zeros(padded_shape, cols.dtype)
     cols = cols.reshape(n, c, kh, kw, ho, wo)
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+            x_pad[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
                j * dw:j * dw + sw * (wo - 1) + 1:sw] += cols[:, :, i, j]
-    return xp
+    return x_pad
+
+
+def _pad(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    return array_module(x).pad(x, ((0, 0), (0, 0), (geo.ph, geo.ph), (geo.pw, geo.pw)))
 
 
 def _per_group(a: np.ndarray, groups: int) -> np.ndarray:
@@ -73,8 +79,8 @@ def conv_forward_reference(x: np.ndarray, weights: np.ndarray, bias: np.ndarray 
     n, _, h, w = x.shape
     ho = conv_out_size(h, geo.kh, geo.sh, geo.ph, geo.dh)
     wo = conv_out_size(w, geo.kw, geo.sw, geo.pw, geo.dw)
-    xp = np.pad(x, ((0, 0), (0, 0), (geo.ph, geo.ph), (geo.pw, geo.pw)))
-    cols = _per_group(im2col_reference(xp, (geo.kh, geo.kw), (geo.sh, geo.sw),
+    x_pad = _pad(x, geo)
+    cols = _per_group(im2col_reference(x_pad, (geo.kh, geo.kw), (geo.sh, geo.sw),
                                        (geo.dh, geo.dw), (ho, wo)), geo.group)
     wmat = weights.reshape(geo.group, geo.cout // geo.group, -1)
     y = (wmat @ cols).reshape(n, geo.cout, ho, wo)
@@ -83,8 +89,7 @@ def conv_forward_reference(x: np.ndarray, weights: np.ndarray, bias: np.ndarray 
 
 def conv_weight_grad_reference(x: np.ndarray, dy: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """``dW = sum over images of dy @ colsᵀ``, per group: (Cout, C/G, kh, kw)."""
-    xp = np.pad(x, ((0, 0), (0, 0), (geo.ph, geo.ph), (geo.pw, geo.pw)))
-    cols = _per_group(im2col_reference(xp, (geo.kh, geo.kw), (geo.sh, geo.sw),
+    cols = _per_group(im2col_reference(_pad(x, geo), (geo.kh, geo.kw), (geo.sh, geo.sw),
                                        (geo.dh, geo.dw), dy.shape[2:]), geo.group)
     dyg = _per_group(dy.reshape(dy.shape[0], geo.cout, -1), geo.group)
     dw = (dyg @ cols.transpose(0, 1, 3, 2)).sum(axis=0)
@@ -113,11 +118,12 @@ def conv_input_grad_full_reference(dy: np.ndarray, weights: np.ndarray, geo: Con
     n, c, h, w = in_shape
     ho, wo = dy.shape[2:]
     span_h, span_w = geo.dh * (geo.kh - 1) + 1, geo.dw * (geo.kw - 1) + 1
-    spread = np.zeros((n, geo.cout, geo.sh * (ho - 1) + 1, geo.sw * (wo - 1) + 1), dy.dtype)
+    xp = array_module(dy)
+    spread = xp.zeros((n, geo.cout, geo.sh * (ho - 1) + 1, geo.sw * (wo - 1) + 1), dy.dtype)
     spread[:, :, ::geo.sh, ::geo.sw] = dy
     # Padding by span - 1 - pad can be negative (a pad wider than the kernel): crop then.
     qh, qw = span_h - 1 - geo.ph, span_w - 1 - geo.pw
-    spread = np.pad(spread, ((0, 0), (0, 0), (max(qh, 0),) * 2, (max(qw, 0),) * 2))
+    spread = xp.pad(spread, ((0, 0), (0, 0), (max(qh, 0),) * 2, (max(qw, 0),) * 2))
     spread = spread[:, :, max(-qh, 0):spread.shape[2] - max(-qh, 0),
                     max(-qw, 0):spread.shape[3] - max(-qw, 0)]
     g, cog = geo.group, geo.cout // geo.group
@@ -125,10 +131,46 @@ def conv_input_grad_full_reference(dy: np.ndarray, weights: np.ndarray, geo: Con
                .transpose(0, 2, 1, 3, 4).reshape(c, cog, geo.kh, geo.kw))
     full = conv_forward_reference(spread, rotated, None, geo._replace(
         sh=1, sw=1, ph=0, pw=0, cout=c))
-    dx = np.zeros(in_shape, dy.dtype)
+    dx = xp.zeros(in_shape, dy.dtype)
     rows, cols = min(h, full.shape[2]), min(w, full.shape[3])
     dx[:, :, :rows, :cols] = full[:, :, :rows, :cols]
     return dx
+
+
+class ReferenceConvPlan:
+    """The reference forms above with a plan's interface (``engine.conv_plan.ConvPlan``):
+    what a convolution runs on a GPU, where the GEMMs are cuBLAS's and NumPy's layout
+    and cache tricks buy nothing. Keeps a copy of the input for the weight gradient."""
+
+    channel_first = False
+
+    def __init__(self, geo: ConvGeometry, in_shape: Shape):
+        n, c, h, w = in_shape
+        self.geo = geo
+        self.out_shape = (geo.cout, conv_out_size(h, geo.kh, geo.sh, geo.ph, geo.dh),
+                          conv_out_size(w, geo.kw, geo.sw, geo.pw, geo.dw))
+
+    def prepare(self, x: np.ndarray) -> None:
+        self.x = x.copy()
+
+    def forward(self, x, weights, bias, y):
+        self.prepare(x)
+        y[...] = conv_forward_reference(x, weights, bias, self.geo)
+        return y
+
+    def backward(self, dy, weights, dweights, dx) -> None:
+        if dweights is not None:
+            dweights += conv_weight_grad_reference(self.x, dy, self.geo)
+        if dx is not None:
+            dx[...] = conv_input_grad_reference(dy, weights, self.geo, dx.shape)
+
+
+def conv_plan(layer: Layer, geo: ConvGeometry, in_shape: Shape, winograd: int | None):
+    """The plan a convolution of ``layer``'s runs on: the engine's on the CPU, the
+    reference forms on a GPU."""
+    if not layer.device.is_cpu:
+        return ReferenceConvPlan(geo, in_shape)
+    return ConvPlan(geo, in_shape, layer.dtype, layer.ws, winograd)
 
 
 @register("Convolution")
@@ -177,7 +219,7 @@ class Convolution(Layer):
             self.winograd = winograd_tile(self.geometry, c, self.ho, self.wo, self.engine)
         except ValueError as err:
             raise SetupError(str(err), "convolution_param.engine") from None
-        self.plan = ConvPlan(self.geometry, (n, c, h, w), self.dtype, self.ws, self.winograd)
+        self.plan = conv_plan(self, self.geometry, (n, c, h, w), self.winograd)
         self.channel_first = self.plan.channel_first
 
     def forward(self, bottom: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -201,7 +201,8 @@ class Data(Layer):
         if len(self.spec.top) > 1:
             tops.append(self.images.labels[idx].astype(self.dtype) if targets is None
                         else targets)
-        return tops
+        # Read and augmented on the host; handed to the device once, here.
+        return [self.device.to_device(t) for t in tops]
 
     def backward(self, top_diff, propagate_down):
         return []

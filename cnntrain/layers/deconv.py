@@ -5,10 +5,10 @@ from typing import Sequence
 
 import numpy as np
 
-from cnntrain.engine.conv_plan import ConvGeometry, ConvPlan
+from cnntrain.engine.conv_plan import ConvGeometry
 from cnntrain.engine.parallel import channel_sums
 from cnntrain.layers.base import Layer, SetupError, Shape, register
-from cnntrain.layers.conv import (conv_forward_reference, conv_input_grad_reference,
+from cnntrain.layers.conv import (conv_forward_reference, conv_input_grad_reference, conv_plan,
                                   conv_weight_grad_reference)
 from cnntrain.layers.geometry import conv_geometry, nchw
 
@@ -86,8 +86,8 @@ class Deconvolution(Layer):
         if self.ho < 1 or self.wo < 1:
             raise SetupError(f"pad {self.ph}x{self.pw} leaves no output ({self.ho}x{self.wo}) "
                              f"for a {h}x{w} input", "convolution_param.pad")
-        self.plan = ConvPlan(adjoint_geometry(self.geometry, c),
-                             (n, self.cout, self.ho, self.wo), self.dtype, self.ws)
+        self.plan = conv_plan(self, adjoint_geometry(self.geometry, c),
+                              (n, self.cout, self.ho, self.wo), None)
 
     def forward(self, bottom):
         (x,) = bottom

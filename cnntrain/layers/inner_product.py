@@ -87,7 +87,8 @@ class Input(Layer):
     """Blobs of fixed shapes that the caller fills (deploy nets, shape checks, benchmarks).
 
     ``input_param.shape`` gives one shape per top, or one shape for all of them.
-    ``values`` holds the arrays; assign into them before forward.
+    ``values`` holds the arrays, on the host; assign into them before forward, which
+    hands them to the run's device.
     """
 
     param_blocks = ("input_param",)
@@ -110,7 +111,7 @@ class Input(Layer):
         return self.values[0]
 
     def forward(self, bottom):
-        return list(self.values)
+        return [self.device.to_device(v) for v in self.values]
 
     def backward(self, top_diff, propagate_down):
         return []

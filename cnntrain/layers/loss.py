@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from cnntrain.backend import array_module
 from cnntrain.errors import TrainingError
 from cnntrain.layers.activation import sigmoid
 from cnntrain.layers.base import Layer, SetupError, register
@@ -13,14 +14,14 @@ from cnntrain.layers.inner_product import canonical_axis
 
 def softmax(x: np.ndarray, axis: int) -> np.ndarray:
     """Numerically stable softmax: shift by the max so exp never overflows."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e = array_module(x).exp(x - x.max(axis=axis, keepdims=True))
     e /= e.sum(axis=axis, keepdims=True)
     return e
 
 
 def _as_rows(x: np.ndarray, axis: int) -> np.ndarray:
     """(M, C) view/copy with the class axis last."""
-    return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+    return array_module(x).moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
 
 
 def _check_label_shape(layer: Layer, scores: tuple, labels: tuple, axis: int) -> bool:
@@ -47,7 +48,7 @@ def _mixed(layer: Layer, label: np.ndarray, classes: int, ignore: int | None):
 
 
 def _valid(lab: np.ndarray, ignore: int | None) -> np.ndarray:
-    return lab != ignore if ignore is not None else np.ones(lab.shape, bool)
+    return lab != ignore if ignore is not None else array_module(lab).ones(lab.shape, bool)
 
 
 def _labels(layer: Layer, label: np.ndarray, classes: int, ignore: int | None) -> np.ndarray:
@@ -129,45 +130,47 @@ class _SoftmaxCrossEntropy(Layer):
         raise NotImplementedError
 
     def forward(self, bottom):
+        xp = self.xp
         x, label = bottom[:2]
         rows = _as_rows(x, self.axis)
         shifted = rows - rows.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
         if self.mixed:
             # lam * T(a) + (1 - lam) * T(b): the loss is linear in the target, so this is
             # exactly lam * CE(a) + (1 - lam) * CE(b), and the gradient p - T still holds.
             a, b, lam, valid = _mixed(self, label, rows.shape[1], self.ignore)
             lam = lam[:, None]
-            target = (lam * self.targets(np.where(valid, a, 0), bottom)
-                      + (1 - lam) * self.targets(np.where(valid, b, 0), bottom))
+            target = (lam * self.targets(xp.where(valid, a, 0), bottom)
+                      + (1 - lam) * self.targets(xp.where(valid, b, 0), bottom))
             target = target.astype(x.dtype, copy=False)
         else:
             lab = _labels(self, label, rows.shape[1], self.ignore)
             valid = _valid(lab, self.ignore)
-            target = self.targets(np.where(valid, lab, 0), bottom).astype(x.dtype, copy=False)
+            target = self.targets(xp.where(valid, lab, 0), bottom).astype(x.dtype, copy=False)
         target *= valid[:, None]
         self.norm = loss_normalizer(self.normalization, self.outer, self.inner,
                                     int(valid.sum()))
-        self.prob, self.target, self.x_shape = np.exp(logp), target, x.shape
+        self.prob, self.target, self.x_shape = xp.exp(logp), target, x.shape
         if self.log_floor is not None:
-            logp = np.maximum(logp, self.log_floor)
-        loss = np.asarray(-(target * logp).sum() / self.norm, dtype=x.dtype)
+            logp = xp.maximum(logp, self.log_floor)
+        loss = xp.asarray(-(target * logp).sum() / self.norm, dtype=x.dtype)
         tops = [loss]
         if len(self.spec.top) > 1:
             tops.append(self._unrows(self.prob))
         return tops
 
     def _unrows(self, rows: np.ndarray) -> np.ndarray:
-        moved = np.moveaxis(np.empty(self.x_shape, rows.dtype), self.axis, -1).shape
-        return np.moveaxis(rows.reshape(moved), -1, self.axis)
+        shape = self.x_shape
+        moved = shape[:self.axis] + shape[self.axis + 1:] + (shape[self.axis],)
+        return self.xp.moveaxis(rows.reshape(moved), -1, self.axis)
 
     def backward(self, top_diff, propagate_down):
         nones = [None] * (len(propagate_down) - 1)
         if not propagate_down[0]:
             return [None] + nones
         grad = self.prob * self.target.sum(axis=1, keepdims=True) - self.target
-        grad *= grad.dtype.type(top_diff[0] / self.norm)
-        if len(top_diff) > 1 and np.any(top_diff[1]):
+        grad *= grad.dtype.type(float(top_diff[0]) / self.norm)
+        if len(top_diff) > 1 and self.xp.any(top_diff[1]):
             # Caffe ignores the probabilities' gradient; it is the softmax's backward.
             dp = _as_rows(top_diff[1], self.axis)
             grad += self.prob * (dp - (dp * self.prob).sum(axis=1, keepdims=True))
@@ -191,8 +194,8 @@ class SoftmaxWithLoss(_SoftmaxCrossEntropy):
 
     def targets(self, lab, bottom):
         k = self.classes
-        rows = np.full((len(lab), k), self.smoothing / k)
-        rows[np.arange(len(lab)), lab] += 1.0 - self.smoothing
+        rows = self.xp.full((len(lab), k), self.smoothing / k)
+        rows[self.xp.arange(len(lab)), lab] += 1.0 - self.smoothing
         return rows
 
 
@@ -244,7 +247,7 @@ class InfogainLoss(_SoftmaxCrossEntropy):
                              f"classes, so H must be {k}x{k})", field) from None
         if not np.all(np.isfinite(h)):
             raise SetupError(f"'{source}' holds values that are not finite", field)
-        return h.astype(self.dtype)
+        return self.device.to_device(h.astype(self.dtype))
 
     def targets(self, lab, bottom):
         h = self.h if self.h is not None else bottom[2].reshape(self.classes, self.classes)
@@ -278,15 +281,16 @@ class SigmoidCrossEntropyLoss(Layer):
         valid = _valid(t, self.ignore)
         self.norm = loss_normalizer(self.normalization, self.outer, self.inner,
                                     int(valid.sum()))
-        per = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+        xp = self.xp
+        per = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
         self.grad = (sigmoid(x) - t) * valid
         self.t_shape = bottom[1].shape
-        return [np.asarray((per * valid).sum() / self.norm, dtype=x.dtype)]
+        return [xp.asarray((per * valid).sum() / self.norm, dtype=x.dtype)]
 
     def backward(self, top_diff, propagate_down):
         if not propagate_down[0]:
             return [None, None]
-        return [self.grad * self.grad.dtype.type(top_diff[0] / self.norm), None]
+        return [self.grad * self.grad.dtype.type(float(top_diff[0]) / self.norm), None]
 
 
 @register("HingeLoss")
@@ -314,9 +318,10 @@ class HingeLoss(Layer):
         x, label = bottom
         rows = x.reshape(self.n, -1)
         lab = _labels(self, label, self.classes, None)
-        sign = np.ones_like(rows)
-        sign[np.arange(self.n), lab] = -1
-        margin = np.maximum(0, 1 + sign * rows)
+        xp = self.xp
+        sign = xp.ones_like(rows)
+        sign[xp.arange(self.n), lab] = -1
+        margin = xp.maximum(0, 1 + sign * rows)
         self.x_shape = x.shape
         if self.l2:
             self.dloss = 2 * sign * margin
@@ -324,12 +329,12 @@ class HingeLoss(Layer):
         else:
             self.dloss = sign * (margin > 0)
             loss = margin.sum()
-        return [np.asarray(loss / self.n, dtype=x.dtype)]
+        return [xp.asarray(loss / self.n, dtype=x.dtype)]
 
     def backward(self, top_diff, propagate_down):
         if not propagate_down[0]:
             return [None, None]
-        scale = self.dloss.dtype.type(top_diff[0] / self.n)
+        scale = self.dloss.dtype.type(float(top_diff[0]) / self.n)
         return [(self.dloss * scale).reshape(self.x_shape), None]
 
 
@@ -351,12 +356,18 @@ class EuclideanLoss(Layer):
         a, b = bottom
         self.diff = a - b.reshape(a.shape)
         self.n, self.b_shape = a.shape[0], b.shape
-        return [np.asarray((self.diff * self.diff).sum() / (2 * self.n), dtype=a.dtype)]
+        return [self.xp.asarray((self.diff * self.diff).sum() / (2 * self.n), dtype=a.dtype)]
 
     def backward(self, top_diff, propagate_down):
-        g = self.diff * (top_diff[0] / self.n)
+        g = self.diff * (float(top_diff[0]) / self.n)
         return [g if propagate_down[0] else None,
                 -g.reshape(self.b_shape) if propagate_down[1] else None]
+
+
+def _per_class(hits, counts, dtype):
+    """Per-class accuracy: hits over counts, 0 for a class with no (valid) labels."""
+    xp = array_module(hits, counts)
+    return (hits / xp.maximum(counts, 1e-300)).astype(dtype)
 
 
 def label_rank(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -367,15 +378,16 @@ def label_rank(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
     compares false with everything and +inf ties with +inf, so by the plain rule an
     overflowed net would have no class above its labels and score 100 %.
     """
-    target = rows[np.arange(len(labels)), labels]
+    xp = array_module(rows)
+    target = rows[xp.arange(len(labels)), labels]
     higher = (rows > target[:, None]).sum(axis=1)
-    return np.where(scored_rows(rows), higher, rows.shape[1])
+    return xp.where(scored_rows(rows), higher, rows.shape[1])
 
 
 def scored_rows(rows: np.ndarray) -> np.ndarray:
     """Which rows of (N, classes) scores make a prediction at all: those whose scores are
     all finite. Any other row is a miss wherever accuracy is counted."""
-    return np.isfinite(rows).all(axis=1)
+    return array_module(rows).isfinite(rows).all(axis=1)
 
 
 @register("Accuracy")
@@ -404,35 +416,33 @@ class Accuracy(Layer):
         rows = _as_rows(x, self.axis)
         if self.mixed:
             return self._mixed_forward(x, rows, label)
+        xp = self.xp
         lab = _labels(self, label, self.classes, self.ignore)
         valid = _valid(lab, self.ignore)
-        hit = (label_rank(rows, np.where(valid, lab, 0)) < self.top_k) & valid
-        acc = np.asarray(hit.sum() / max(int(valid.sum()), 1), dtype=x.dtype)
+        hit = (label_rank(rows, xp.where(valid, lab, 0)) < self.top_k) & valid
+        acc = xp.asarray(hit.sum() / max(int(valid.sum()), 1), dtype=x.dtype)
         tops = [acc]
         if len(self.spec.top) > 1:
-            per = np.zeros(self.classes, x.dtype)
-            counts = np.bincount(lab[valid], minlength=self.classes)
-            hits = np.bincount(lab[hit], minlength=self.classes)
-            np.divide(hits, counts, out=per, where=counts > 0)
-            tops.append(per)
+            counts = xp.bincount(lab[valid], minlength=self.classes)
+            hits = xp.bincount(lab[hit], minlength=self.classes)
+            tops.append(_per_class(hits, counts, x.dtype))
         return tops
 
     def _mixed_forward(self, x, rows, label):
         """Accuracy against mixed targets: a hit on label_a counts lam, one on label_b
         counts 1 - lam (so an unmixed image, lam = 1, counts as usual)."""
+        xp = self.xp
         a, b, lam, valid = _mixed(self, label, self.classes, self.ignore)
-        hit_a = (label_rank(rows, np.where(valid, a, 0)) < self.top_k) & valid
-        hit_b = (label_rank(rows, np.where(valid, b, 0)) < self.top_k) & valid
+        hit_a = (label_rank(rows, xp.where(valid, a, 0)) < self.top_k) & valid
+        hit_b = (label_rank(rows, xp.where(valid, b, 0)) < self.top_k) & valid
         score = lam * hit_a + (1 - lam) * hit_b
-        tops = [np.asarray(score.sum() / max(int(valid.sum()), 1), dtype=x.dtype)]
+        tops = [xp.asarray(score.sum() / max(int(valid.sum()), 1), dtype=x.dtype)]
         if len(self.spec.top) > 1:
             k = self.classes
-            counts = (np.bincount(a[valid], lam[valid], k)
-                      + np.bincount(b[valid], (1 - lam)[valid], k))
-            hits = np.bincount(a[hit_a], lam[hit_a], k) + np.bincount(b[hit_b], (1 - lam)[hit_b], k)
-            per = np.zeros(k, x.dtype)
-            np.divide(hits, counts, out=per, where=counts > 0, casting="unsafe")
-            tops.append(per)
+            counts = (xp.bincount(a[valid], lam[valid], k)
+                      + xp.bincount(b[valid], (1 - lam)[valid], k))
+            hits = xp.bincount(a[hit_a], lam[hit_a], k) + xp.bincount(b[hit_b], (1 - lam)[hit_b], k)
+            tops.append(_per_class(hits, counts, x.dtype))
         return tops
 
     def backward(self, top_diff, propagate_down):

@@ -59,11 +59,11 @@ class BatchNorm(Layer):
         x3 = x.reshape(x.shape[0], self.channels, -1)
         batch_stats = not self.global_stats
         if batch_stats:
-            mean, var = np.empty(self.channels, x.dtype), np.empty(self.channels, x.dtype)
+            mean, var = self.xp.empty(self.channels, x.dtype), self.xp.empty(self.channels, x.dtype)
         else:
             mean, var = self.running_stats()
         eps = x.dtype.type(p.eps)
-        self.inv_std = np.empty(self.channels, np.result_type(var, x))
+        self.inv_std = self.xp.empty(self.channels, np.result_type(var, x))
         self.centred = self.buffer("centred", x3.shape, x3.dtype)
         self.y3 = self.buffer("y", x3.shape, x3.dtype)
 
@@ -221,8 +221,8 @@ class Scale(_AxisOperand):
         dy3 = top_diff[0].reshape(self.x3.shape)
         scale = self.broadcast(self.scale)
         size = self.scale.size
-        d_scale = np.empty(size, dy3.dtype)
-        d_bias = np.empty(size, dy3.dtype) if self.has_bias else None
+        d_scale = self.xp.empty(size, dy3.dtype)
+        d_bias = self.xp.empty(size, dy3.dtype) if self.has_bias else None
         dx = (self.buffer("dx", dy3.shape, np.result_type(dy3, scale)) if propagate_down[0]
               else None)
 

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cnntrain.backend import array_module
 from cnntrain.engine.pool_plan import PoolGeometry, PoolPlan, ave_divisor, padded_size
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import pair
@@ -51,24 +52,26 @@ def _tap_slices(geo: PoolGeometry):
 
 def _pad_for_windows(x: np.ndarray, geo: PoolGeometry, fill: float) -> np.ndarray:
     n, c, h, w = x.shape
-    xp = np.full((n, c, padded_size(h, geo.kh, geo.sh, geo.ph, geo.ho),
-                  padded_size(w, geo.kw, geo.sw, geo.pw, geo.wo)), fill, x.dtype)
-    xp[:, :, geo.ph:geo.ph + h, geo.pw:geo.pw + w] = x
-    return xp
+    x_pad = array_module(x).full((n, c, padded_size(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                                  padded_size(w, geo.kw, geo.sw, geo.pw, geo.wo)), fill, x.dtype)
+    x_pad[:, :, geo.ph:geo.ph + h, geo.pw:geo.pw + w] = x
+    return x_pad
 
 
 def pool_windows(x: np.ndarray, geo: PoolGeometry, fill: float) -> np.ndarray:
     """(N, C, Ho, Wo, kh*kw): each output's window of ``x`` padded with ``fill``."""
-    xp = _pad_for_windows(x, geo, fill)
-    return np.stack([xp[:, :, rows, cols] for _, (rows, cols) in _tap_slices(geo)], axis=-1)
+    x_pad = _pad_for_windows(x, geo, fill)
+    return array_module(x).stack([x_pad[:, :, rows, cols] for _, (rows, cols) in _tap_slices(geo)],
+                                 axis=-1)
 
 
-def _add_back(per_tap, in_shape: Shape, geo: PoolGeometry, dtype) -> np.ndarray:
+def _add_back(per_tap, in_shape: Shape, geo: PoolGeometry, like: np.ndarray) -> np.ndarray:
     """dx from ``per_tap(k)``, the gradient each window sends through kernel offset k:
-    added onto the padded input where that offset reads, then cropped."""
+    added onto the padded input where that offset reads, then cropped (dtype and array
+    module those of ``like``)."""
     n, c, h, w = in_shape
-    dxp = np.zeros((n, c, padded_size(h, geo.kh, geo.sh, geo.ph, geo.ho),
-                    padded_size(w, geo.kw, geo.sw, geo.pw, geo.wo)), dtype)
+    dxp = array_module(like).zeros((n, c, padded_size(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                    padded_size(w, geo.kw, geo.sw, geo.pw, geo.wo)), like.dtype)
     for k, (rows, cols) in _tap_slices(geo):
         dxp[:, :, rows, cols] += per_tap(k)
     return dxp[:, :, geo.ph:geo.ph + h, geo.pw:geo.pw + w]
@@ -77,33 +80,61 @@ def _add_back(per_tap, in_shape: Shape, geo: PoolGeometry, dtype) -> np.ndarray:
 def max_pool_reference(x: np.ndarray, geo: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
     """(y, argmax): each window's maximum and the kernel offset of its first maximum
     (offset 0 for a window whose maximum is NaN)."""
+    xp = array_module(x)
     windows = pool_windows(x, geo, -np.inf)
     y = windows.max(axis=-1)
-    return y, np.where(np.isnan(y), 0, windows.argmax(axis=-1))
+    return y, xp.where(xp.isnan(y), 0, windows.argmax(axis=-1))
 
 
 def max_pool_backward_reference(dy: np.ndarray, argmax: np.ndarray, in_shape: Shape,
                                 geo: PoolGeometry) -> np.ndarray:
     """Each output's gradient routed to its window's argmax."""
-    return _add_back(lambda k: np.where(argmax == k, dy, 0), in_shape, geo, dy.dtype)
+    xp = array_module(dy)
+    return _add_back(lambda k: xp.where(argmax == k, dy, 0), in_shape, geo, dy)
 
 
-def ave_divisors(h: int, w: int, geo: PoolGeometry) -> np.ndarray:
-    """(Ho, Wo) window sizes, padding counted, overhang past the pad not."""
-    return np.outer(ave_divisor(h, geo.kh, geo.sh, geo.ph, geo.ho),
-                    ave_divisor(w, geo.kw, geo.sw, geo.pw, geo.wo))
+def ave_divisors(h: int, w: int, geo: PoolGeometry, xp=np) -> np.ndarray:
+    """(Ho, Wo) window sizes, padding counted, overhang past the pad not (worked out on
+    the host, handed to ``xp``)."""
+    return xp.asarray(np.outer(ave_divisor(h, geo.kh, geo.sh, geo.ph, geo.ho),
+                               ave_divisor(w, geo.kw, geo.sw, geo.pw, geo.wo)))
 
 
 def ave_pool_reference(x: np.ndarray, geo: PoolGeometry) -> np.ndarray:
     """Each window's sum over its divisor."""
-    return pool_windows(x, geo, 0.0).sum(axis=-1) / ave_divisors(*x.shape[2:], geo)
+    return (pool_windows(x, geo, 0.0).sum(axis=-1)
+            / ave_divisors(*x.shape[2:], geo, array_module(x)))
 
 
 def ave_pool_backward_reference(dy: np.ndarray, in_shape: Shape,
                                 geo: PoolGeometry) -> np.ndarray:
     """Each output's gradient spread evenly over its window (padding included)."""
-    share = dy / ave_divisors(*in_shape[2:], geo)
-    return _add_back(lambda k: share, in_shape, geo, dy.dtype)
+    share = dy / ave_divisors(*in_shape[2:], geo, array_module(dy))
+    return _add_back(lambda k: share, in_shape, geo, dy)
+
+
+class ReferencePoolPlan:
+    """The reference forms above with a plan's interface (``engine.pool_plan.PoolPlan``),
+    for a GPU (see ``layers.conv.ReferenceConvPlan``)."""
+
+    def __init__(self, geo: PoolGeometry, method: str):
+        self.geo, self.method = geo, method
+
+    def forward(self, x, y):
+        self.in_shape = x.shape
+        if self.method == "MAX":
+            out, self.argmax = max_pool_reference(x, self.geo)
+        else:
+            out = ave_pool_reference(x, self.geo)
+        y[...] = out
+        return y
+
+    def backward(self, dy, dx):
+        if self.method == "MAX":
+            dx[...] = max_pool_backward_reference(dy, self.argmax, self.in_shape, self.geo)
+        else:
+            dx[...] = ave_pool_backward_reference(dy, self.in_shape, self.geo)
+        return dx
 
 
 @register("Pooling")
@@ -151,7 +182,8 @@ class Pooling(Layer):
         self.wo = pooled_size(w, self.kw, self.sw, self.pw, self.ceil)
         self.geometry = PoolGeometry(self.kh, self.kw, self.sh, self.sw, self.ph, self.pw,
                                      self.ho, self.wo)
-        self.plan = PoolPlan(self.geometry, shape, self.method, self.ws)
+        self.plan = (PoolPlan(self.geometry, shape, self.method, self.ws) if self.device.is_cpu
+                     else ReferencePoolPlan(self.geometry, self.method))
 
     def forward(self, bottom):
         (x,) = bottom

@@ -53,10 +53,10 @@ class Concat(Layer):
         return [tuple(out)]
 
     def forward(self, bottom):
-        return [np.concatenate(bottom, axis=self.axis)]
+        return [self.xp.concatenate(bottom, axis=self.axis)]
 
     def backward(self, top_diff, propagate_down):
-        parts = np.split(top_diff[0], _boundaries(self.sizes), axis=self.axis)
+        parts = self.xp.split(top_diff[0], _boundaries(self.sizes), axis=self.axis)
         return [d if want else None for d, want in zip(parts, propagate_down)]
 
 
@@ -92,10 +92,10 @@ class Slice(Layer):
         return [shape[:self.axis] + (s,) + shape[self.axis + 1:] for s in self.sizes]
 
     def forward(self, bottom):
-        return np.split(bottom[0], _boundaries(self.sizes), axis=self.axis)
+        return self.xp.split(bottom[0], _boundaries(self.sizes), axis=self.axis)
 
     def backward(self, top_diff, propagate_down):
-        return [np.concatenate(top_diff, axis=self.axis) if propagate_down[0] else None]
+        return [self.xp.concatenate(top_diff, axis=self.axis) if propagate_down[0] else None]
 
 
 @register("Split")
@@ -164,7 +164,7 @@ class Eltwise(Layer):
             y = math.prod(bottom[1:], start=bottom[0])
         else:
             y = bottom[0].copy()
-            self.argmax = np.zeros(y.shape, np.int32)
+            self.argmax = self.xp.zeros(y.shape, np.int32)
             for i, x in enumerate(bottom[1:], 1):
                 # Strictly greater: on a tie the earlier bottom keeps the gradient.
                 higher = x > y
@@ -289,7 +289,7 @@ class Crop(Layer):
     def backward(self, top_diff, propagate_down):
         dx = None
         if propagate_down[0]:
-            dx = np.zeros(self.x_shape, top_diff[0].dtype)
+            dx = self.xp.zeros(self.x_shape, top_diff[0].dtype)
             dx[self.index] = top_diff[0]
         # Bottom 1 only lends its shape: its gradient is zero.
-        return [dx, np.zeros(self.like_shape, top_diff[0].dtype) if propagate_down[1] else None]
+        return [dx, self.xp.zeros(self.like_shape, top_diff[0].dtype) if propagate_down[1] else None]

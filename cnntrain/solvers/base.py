@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from cnntrain.backend import array_module
 from cnntrain.blob import Param
 from cnntrain.solvers.lr_policy import learning_rate
 
@@ -57,7 +58,8 @@ class Solver:
         self.lookahead = values.lookahead_interval
         #: This solver's buffers per parameter: the rule's, then the slow weights.
         self.state_names = self.buffers + (("slow",) if self.lookahead else ())
-        self.history = [[np.zeros_like(p.data) for _ in self.state_names] for p in self.params]
+        self.history = [[array_module(p.data).zeros_like(p.data) for _ in self.state_names]
+                        for p in self.params]
         self.iter = 0
 
     def rate(self) -> float:
@@ -126,7 +128,7 @@ class Solver:
         clip = self.s.clip_gradients
         if clip <= 0 or not live:
             return
-        norm = math.sqrt(sum(float(np.vdot(p.diff, p.diff)) for p, _ in live))
+        norm = math.sqrt(sum(float(array_module(p.diff).vdot(p.diff, p.diff)) for p, _ in live))
         if norm > clip:
             scale = clip / norm
             for p, _ in live:
@@ -134,7 +136,7 @@ class Solver:
 
     def _regularize(self, p: Param, local_decay: float) -> None:
         if self.s.regularization_type == "L1":
-            p.diff += local_decay * np.sign(p.data)
+            p.diff += local_decay * array_module(p.data).sign(p.data)
         else:
             p.diff += local_decay * p.data
 
@@ -144,7 +146,8 @@ class Solver:
         return self.history
 
     def load_state(self, history: Sequence[Sequence[np.ndarray]], iteration: int) -> None:
-        """Restore what :meth:`state` returned (copied in) and the iteration count."""
+        """Restore what :meth:`state` returned (host arrays, copied in, onto the device
+        the parameters are on) and the iteration count."""
         if len(history) != len(self.history):
             raise ValueError(f"solver state has {len(history)} parameters, "
                              f"the net has {len(self.history)}")
@@ -156,5 +159,5 @@ class Solver:
                 if np.shape(value) != buf.shape:
                     raise ValueError(f"parameter {i}: solver buffer has shape "
                                      f"{np.shape(value)}, expected {buf.shape}")
-                buf[...] = value
+                buf[...] = array_module(buf).asarray(value)
         self.iter = iteration

@@ -1,0 +1,224 @@
+"""The GPU path (``--device gpu``), run on a NumPy-backed stand-in for CuPy
+(``fake_cupy``) that keeps CuPy's rules at the host/device boundary: every layer of
+every zoo net computes on the device what it computes on the host, nothing leaks to
+the host on the way, and runs, snapshots and resumes cross between the two."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnntrain import backend
+from cnntrain.config import load_experiment
+from cnntrain.engine.parallel import set_worker_count
+from cnntrain.tools.inputs import net_with_random_inputs
+from fake_cupy import DeviceArray, FakeCupy
+from test_cli_e2e import CONFIG, run, weights, write_cifar10_binary
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ZOO = sorted(CONFIGS.glob("*.yaml"))
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """The stand-in where CuPy is imported; its registration undone afterwards."""
+    cupy = FakeCupy()
+    monkeypatch.setattr(backend, "_import_cupy", lambda: cupy)
+    monkeypatch.setattr(backend, "DEVICE_MODULES", [])
+    yield cupy
+    set_worker_count(None)
+
+
+@pytest.fixture
+def fake_gpu(fake_cupy):
+    """``open_device("gpu")`` as a run gets it, on the stand-in."""
+    return backend.open_device("gpu")
+
+
+def host(a):
+    return backend.to_host(a)
+
+
+def on_device(a) -> bool:
+    return isinstance(a, DeviceArray)
+
+
+@pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
+def test_every_zoo_net_computes_the_same_on_the_device(path, fake_gpu):
+    _assert_same_on_both(load_experiment(path), fake_gpu)
+
+
+def _assert_same_on_both(exp, device):
+    """Forward and backward of ``exp``'s net on the host and on ``device`` from the same
+    seed and inputs (float64): every blob and every parameter gradient agree, and each
+    stayed on the device."""
+    cpu, _ = net_with_random_inputs(exp, batch=2, seed=1, dtype=np.float64, force_backward=True)
+    gpu, _ = net_with_random_inputs(exp, batch=2, seed=1, dtype=np.float64, force_backward=True,
+                                    device=device)
+    for p in gpu.params:
+        assert on_device(p.data) and on_device(p.diff), p.name
+    assert cpu.forward() == pytest.approx(gpu.forward(), rel=1e-9)
+    cpu.backward()
+    gpu.backward()
+    for blob_id, value in gpu.blobs.items():
+        assert on_device(value), f"blob '{blob_id}' left the device"
+        _assert_close(host(value), cpu.blobs[blob_id], blob_id)
+    for p_cpu, p_gpu in zip(cpu.params, gpu.params):
+        assert on_device(p_gpu.diff), p_gpu.name
+        _assert_close(host(p_gpu.diff), p_cpu.diff, p_cpu.name)
+
+
+def _assert_close(got, want, what):
+    scale = max(1.0, float(np.abs(want).max(initial=0)))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * scale, err_msg=what)
+
+# The layer types no zoo net has, in one net (with the zoo, every registered type).
+EVERY_OTHER_LAYER = """
+name: every_other_layer
+net:
+  layer:
+    - {name: in, type: Input, top: [data, label, target, H],
+       input_param: {shape: [{dim: [2, 3, 6, 6]}, {dim: [2]}, {dim: [2, 10]}, {dim: [10, 10]}]}}
+    - {name: up, type: Deconvolution, bottom: data, top: up,
+       convolution_param: {num_output: 4, kernel_size: 3, stride: 2, pad: 1,
+                           weight_filler: {type: xavier}}}
+    - {name: crop, type: Crop, bottom: [up, data], top: crop, crop_param: {axis: 2, offset: 1}}
+    - {name: prelu, type: PReLU, bottom: crop, top: a}
+    - {name: elu, type: ELU, bottom: a, top: b}
+    - {name: abs, type: AbsVal, bottom: b, top: c}
+    - {name: bnll, type: BNLL, bottom: c, top: d}
+    - {name: softplus, type: Softplus, bottom: d, top: e}
+    - {name: swish, type: Swish, bottom: e, top: f}
+    - {name: sigmoid, type: Sigmoid, bottom: f, top: g}
+    - {name: exp, type: Exp, bottom: g, top: h}
+    - {name: log, type: Log, bottom: h, top: i}
+    - {name: slice, type: Slice, bottom: i, top: [i1, i2], slice_param: {axis: 1, slice_point: [1]}}
+    - {name: split, type: Split, bottom: i2, top: [s1, s2]}
+    - {name: concat, type: Concat, bottom: [i1, s1, s2], top: j}
+    - {name: flat, type: Flatten, bottom: j, top: k}
+    - {name: reshape, type: Reshape, bottom: k, top: l, reshape_param: {shape: {dim: [0, -1]}}}
+    - {name: fc, type: InnerProduct, bottom: l, top: scores,
+       inner_product_param: {num_output: 10, weight_filler: {type: xavier}}}
+    - {name: scores_split, type: Split, bottom: scores, top: [s_a, s_b, s_c, s_d]}
+    - {name: prob, type: Softmax, bottom: s_a, top: prob}
+    - {name: l2, type: EuclideanLoss, bottom: [prob, target], top: l2}
+    - {name: hinge, type: HingeLoss, bottom: [s_b, label], top: hinge}
+    - {name: infogain, type: InfogainLoss, bottom: [s_c, label, H], top: infogain}
+    - {name: sce, type: SigmoidCrossEntropyLoss, bottom: [s_d, target], top: sce}
+solver: {base_lr: 0.01, max_iter: 1}
+"""
+
+
+def test_every_other_layer_type_computes_the_same_on_the_device(tmp_path, fake_gpu):
+    from cnntrain.layers import LAYER_TYPES
+
+    path = tmp_path / "every.yaml"
+    path.write_text(EVERY_OTHER_LAYER)
+    exp = load_experiment(path)
+    covered = {layer.type for p in ZOO + [path] for layer in load_experiment(p).net.layers}
+    assert covered == set(LAYER_TYPES), set(LAYER_TYPES) - covered
+    _assert_same_on_both(exp, fake_gpu)
+
+
+# --- whole runs through the CLI ------------------------------------------------------
+@pytest.fixture
+def tiny(tmp_path):
+    """The end-to-end test's tiny net (conv, max pool, ReLU, dropout, fc; momentum, weight
+    decay, step policy) and its generated CIFAR-10."""
+    data = write_cifar10_binary(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    return tmp_path, data, config
+
+
+def _train(tmp, data, *args):
+    result = run("train", *args, "--data-dir", data, "--no-progress")
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _assert_weights_close(a, b, rtol=2e-5):
+    """float32 runs: the GPU path's convolutions and pooling are the reference forms,
+    the CPU's the engine's plans; their sums run in other orders, so the weights agree
+    to float32 rounding carried through 12 steps, not bit for bit."""
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        scale = float(np.abs(wa[key]).max())
+        np.testing.assert_allclose(wb[key], wa[key], rtol=0, atol=rtol * scale, err_msg=key)
+
+
+def test_a_gpu_run_trains_tests_and_resumes_like_a_cpu_run(tiny, fake_cupy):
+    tmp, data, config = tiny
+    cpu = _train(tmp, data, config, "--runs-dir", tmp / "cpu")
+    gpu = _train(tmp, data, config, "--runs-dir", tmp / "gpu", "--device", "gpu")
+    assert "computing on gpu:0 (Fake GPU (NumPy))" in gpu.stdout
+    snaps = {name: tmp / name / "tiny" / "snapshots" for name in ("cpu", "gpu")}
+    _assert_weights_close(snaps["cpu"] / "iter_12.h5", snaps["gpu"] / "iter_12.h5")
+    # The final test lines agree (the same images, nearly the same weights).
+    last = [line for line in cpu.stdout.splitlines() if line.startswith("final test")]
+    assert last == [line for line in gpu.stdout.splitlines() if line.startswith("final test")]
+
+    # A GPU snapshot tests on the CPU and on the GPU, a CPU one on the GPU: same scores.
+    outputs = [run("test", snaps[made] / "iter_12.h5", "--data-dir", data, "--device", where,
+                   "--json", "--no-progress") for made, where in
+               (("gpu", "cpu"), ("gpu", "gpu"), ("cpu", "gpu"), ("cpu", "cpu"))]
+    assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
+    docs = [json.loads(r.stdout) for r in outputs]
+    for doc in docs:
+        del doc["snapshot"]
+        doc["loss"] = round(doc["loss"], 5)
+        doc["outputs"] = {k: round(v, 5) for k, v in doc["outputs"].items()}
+    assert docs[0] == docs[1] and docs[2] == docs[3]
+
+    # Resumed on the CPU from the GPU run's iteration 6, and the other way round: each
+    # ends where the uninterrupted runs did.
+    _train(tmp, data, "--resume", snaps["gpu"] / "iter_6.h5", "--runs-dir", tmp / "gpu")
+    _assert_weights_close(snaps["cpu"] / "iter_12.h5", snaps["gpu"] / "iter_12.h5")
+    _train(tmp, data, "--resume", snaps["cpu"] / "iter_6.h5", "--runs-dir", tmp / "cpu",
+           "--device", "gpu")
+    _assert_weights_close(snaps["gpu"] / "iter_12.h5", snaps["cpu"] / "iter_12.h5")
+
+
+def test_a_gpu_run_resumes_on_the_gpu_exactly(tiny, fake_cupy):
+    """On one device a resume is exact, as on the CPU (the printed command keeps
+    --device gpu)."""
+    tmp, data, config = tiny
+    full = _train(tmp, data, config, "--runs-dir", tmp / "full", "--device", "gpu")
+    assert "computing on gpu:0" in full.stdout
+    snaps = tmp / "full" / "tiny" / "snapshots"
+    whole = weights(snaps / "iter_12.h5")
+    _train(tmp, data, "--resume", snaps / "iter_6.h5", "--runs-dir", tmp / "full",
+           "--device", "gpu")
+    again = weights(snaps / "iter_12.h5")
+    for key in whole:
+        np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
+
+
+def test_without_cupy_a_gpu_run_is_one_line_and_exit_1(tiny, monkeypatch):
+    tmp, data, config = tiny
+
+    def missing():
+        raise ImportError("No module named 'cupy'")
+    monkeypatch.setattr(backend, "_import_cupy", missing)
+    for extra in ((), ("--dry-run",)):        # the dry run gives train's verdict
+        result = run("train", config, "--data-dir", data, "--runs-dir", tmp / "runs",
+                     "--device", "gpu", *extra)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip().splitlines() == [
+            "error: --device gpu needs CuPy, which is not installed (No module named 'cupy'): "
+            "pip install 'cnntrain[gpu]' (CuPy for CUDA 12)"]
+        assert not (tmp / "runs" / "tiny").exists()
+    result = run("train", config, "--device", "tpu", "--dry-run")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown device 'tpu': use cpu, gpu or gpu:N (N: the GPU's number, from 0)"]
+
+
+def test_a_gpu_that_is_not_there_is_named(tiny, fake_cupy):
+    tmp, data, config = tiny
+    result = run("train", config, "--device", "gpu:3", "--data-dir", data,
+                 "--runs-dir", tmp / "runs")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: --device gpu:3: this machine has 1 GPU (gpu:0)"]
