@@ -12,8 +12,8 @@ keeps CuPy's rules at the host/device boundary, the ones a port to CuPy gets wro
   implements it), and reductions give 0-d device arrays, not scalars;
 - host-only attributes (``ctypes``, the buffer protocol) are not there.
 
-``FakeCupy.used`` records the module attributes code asked for, so a test can hold
-them to the names CuPy has.
+``USED`` records the module, array and ufunc attributes code asked for, so a test can
+hold them to the names CuPy has (``tests/cupy_names.txt``).
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ import operator
 import types
 
 import numpy as np
+
+#: Attributes asked of the module, of its arrays and of its ufuncs, by name.
+USED: dict[str, set[str]] = {"module": set(), "ndarray": set(), "ufunc": set()}
 
 
 def _host_error() -> TypeError:
@@ -58,6 +61,11 @@ def wrap(obj):
     return obj
 
 
+def _no_where(kwargs) -> None:
+    if "where" in kwargs:
+        raise TypeError("CuPy's ufuncs take no where= (use copyto(..., where=))")
+
+
 def _operand(other):
     if isinstance(other, (list, tuple)):
         raise TypeError("CuPy does not take Python sequences as operands")
@@ -83,9 +91,14 @@ class DeviceArray:
         return self._a.copy()
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        _no_where(kwargs)
+        USED["module"].add(ufunc.__name__)     # NumPy's ufunc reaching CuPy's (NEP 13)
+        if method != "__call__":
+            USED["ufunc"].add(method)
         return wrap(getattr(ufunc, method)(*unwrap(inputs), **unwrap(kwargs)))
 
     def __array_function__(self, func, types_, args, kwargs):
+        USED["module"].add(func.__name__)      # a NumPy function CuPy must have (NEP 18)
         return wrap(func(*unwrap(args), **unwrap(kwargs)))
 
     # --- attributes and methods -------------------------------------------------------
@@ -106,6 +119,7 @@ class DeviceArray:
     def __getattr__(self, name):
         if name in DeviceArray.HOST_ONLY or name.startswith("__"):
             raise AttributeError(f"device arrays have no '{name}' (a host-only attribute)")
+        USED["ndarray"].add(name)
         attr = getattr(self._a, name)
         if not callable(attr):
             return wrap(attr)
@@ -185,9 +199,11 @@ class _Ufunc:
         self._u = ufunc
 
     def __call__(self, *args, **kwargs):
+        _no_where(kwargs)
         return wrap(self._u(*(_operand(a) for a in args), **unwrap(kwargs)))
 
     def __getattr__(self, name):
+        USED["ufunc"].add(name)
         attr = getattr(self._u, name)
         if not callable(attr):
             return attr
@@ -225,7 +241,6 @@ class FakeCupy(types.ModuleType):
 
     def __init__(self) -> None:
         super().__init__("fake_cupy")
-        self.used: set[str] = set()
         strides = np.lib.stride_tricks
         self.lib = _Namespace(stride_tricks=_Namespace(
             as_strided=_device_function(strides.as_strided),
@@ -253,7 +268,7 @@ class FakeCupy(types.ModuleType):
 
     def __getattr__(self, name):
         attr = getattr(np, name)
-        self.used.add(name)
+        USED["module"].add(name)
         if isinstance(attr, np.ufunc):
             return _Ufunc(attr)
         if callable(attr) and not isinstance(attr, type):

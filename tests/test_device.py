@@ -12,21 +12,40 @@ from cnntrain import backend
 from cnntrain.config import load_experiment
 from cnntrain.engine.parallel import set_worker_count
 from cnntrain.tools.inputs import net_with_random_inputs
-from fake_cupy import DeviceArray, FakeCupy
+from fake_cupy import USED, DeviceArray, FakeCupy
 from test_cli_e2e import CONFIG, run, weights, write_cifar10_binary
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ZOO = sorted(CONFIGS.glob("*.yaml"))
 
 
+def cupy_names() -> dict[str, set[str]]:
+    """The public names of CuPy's module, ndarray and ufuncs (tests/cupy_names.txt)."""
+    names: dict[str, set[str]] = {}
+    section = None
+    for line in (Path(__file__).parent / "cupy_names.txt").read_text().splitlines():
+        if line.startswith("["):
+            section = names.setdefault(line.strip("[]"), set())
+        elif line and not line.startswith("#"):
+            section.add(line)
+    return names
+
+
+CUPY = cupy_names()
+
+
 @pytest.fixture
 def fake_cupy(monkeypatch):
-    """The stand-in where CuPy is imported; its registration undone afterwards."""
+    """The stand-in where CuPy is imported; its registration undone afterwards. Every
+    name the code asked of it must be one that CuPy has."""
     cupy = FakeCupy()
     monkeypatch.setattr(backend, "_import_cupy", lambda: cupy)
     monkeypatch.setattr(backend, "DEVICE_MODULES", [])
     yield cupy
     set_worker_count(None)
+    for kind, used in USED.items():
+        missing = used - CUPY[kind]
+        assert not missing, f"CuPy's {kind} has no {sorted(missing)}"
 
 
 @pytest.fixture
@@ -72,7 +91,8 @@ def _assert_close(got, want, what):
     scale = max(1.0, float(np.abs(want).max(initial=0)))
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * scale, err_msg=what)
 
-# The layer types no zoo net has, in one net (with the zoo, every registered type).
+# The layer types no zoo net has, in one net (with the zoo, every registered type), and
+# the exact GELU (the zoo's is the tanh form).
 EVERY_OTHER_LAYER = """
 name: every_other_layer
 net:
@@ -91,7 +111,8 @@ net:
     - {name: swish, type: Swish, bottom: e, top: f}
     - {name: sigmoid, type: Sigmoid, bottom: f, top: g}
     - {name: exp, type: Exp, bottom: g, top: h}
-    - {name: log, type: Log, bottom: h, top: i}
+    - {name: log, type: Log, bottom: h, top: h2}
+    - {name: gelu, type: GELU, bottom: h2, top: i, gelu_param: {approximate: none}}
     - {name: slice, type: Slice, bottom: i, top: [i1, i2], slice_param: {axis: 1, slice_point: [1]}}
     - {name: split, type: Split, bottom: i2, top: [s1, s2]}
     - {name: concat, type: Concat, bottom: [i1, s1, s2], top: j}
@@ -222,3 +243,46 @@ def test_a_gpu_that_is_not_there_is_named(tiny, fake_cupy):
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         "error: --device gpu:3: this machine has 1 GPU (gpu:0)"]
+
+
+@pytest.mark.parametrize("extra", [
+    {"type": "SGD", "momentum": 0.9, "weight_decay": 0.01, "clip_gradients": 0.5},
+    {"type": "Nesterov", "momentum": 0.9, "weight_decay": 0.01, "regularization_type": "L1"},
+    {"type": "AdaGrad"}, {"type": "RMSProp"}, {"type": "AdaDelta", "momentum": 0.95},
+    {"type": "Adam", "weight_decay": 0.01, "weight_decay_mode": "decoupled"},
+    {"type": "SGD", "momentum": 0.9, "lookahead_interval": 2}],
+    ids=lambda e: "-".join(str(v) for v in e.values()))
+def test_every_solver_updates_the_same_on_the_device(extra, fake_gpu):
+    from cnntrain.blob import Param
+    from cnntrain.config import parse_solver
+    from cnntrain.solvers import make_solver
+
+    values = parse_solver({"base_lr": 0.1, "max_iter": 10, **extra}, "test").values
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(s) for s in ((3, 4), (4,))]
+    grads = [[rng.standard_normal(w.shape) for w in start] for _ in range(5)]
+    cpu = [Param(w.copy(), lr_mult=m) for w, m in zip(start, (1.0, 2.0))]
+    gpu = [Param(fake_gpu.to_device(w), lr_mult=m) for w, m in zip(start, (1.0, 2.0))]
+    solvers = make_solver(values, cpu), make_solver(values, gpu)
+    for step in grads:
+        for params, solver in zip((cpu, gpu), solvers):
+            for p, g in zip(params, step):
+                p.diff[...] = fake_gpu.to_device(g) if params is gpu else g
+            solver.apply_update()
+    for p_cpu, p_gpu, bufs in zip(cpu, gpu, solvers[1].state()):
+        assert on_device(p_gpu.data) and all(on_device(b) for b in bufs)
+        _assert_close(host(p_gpu.data), p_cpu.data, p_cpu.name)
+
+
+def test_time_clocks_the_layers_on_the_device(fake_cupy):
+    result = run("time", CONFIGS / "cifar10_quick.yaml", "--device", "gpu", "--batch", "4",
+                 "--iterations", "2", "--warmup", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("; gpu:0 (Fake GPU (NumPy))"), lines[0]
+    assert "gpu:0 (Fake GPU (NumPy)) sgemm peak:" in result.stdout
+    assert lines[-1] == "time in GEMM and im2col/col2im: not split on a GPU"
+    doc = json.loads(run("time", CONFIGS / "cifar10_quick.yaml", "--device", "gpu", "--batch",
+                         "4", "--iterations", "1", "--warmup", "0", "--json").stdout)
+    assert doc["device"].startswith("gpu:0") and doc["gemm_ms"] is None
+    assert {row["name"] for row in doc["layers"]} >= {"conv1", "pool1", "ip2", "loss"}

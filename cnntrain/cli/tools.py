@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from cnntrain.cli import DATA_DIR, EXIT_CODES, main, run_or_exit
+from cnntrain.cli import DATA_DIR, DEVICE, EXIT_CODES, main, run_or_exit
 from cnntrain.cli.output import JSON, QUIET, echo_json, print_summary, style
 from cnntrain.errors import CnnTrainError
 
@@ -184,9 +184,10 @@ def predict(snapshot, inputs, top_k, data_dir, quiet, as_json):
               help="Batch size [default: the TRAIN Data layer's batch_size].")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
               help="Override a config field first, as in train.")
+@DEVICE
 @QUIET
 @JSON
-def time_command(config, iterations, warmup, batch, overrides, quiet, as_json):
+def time_command(config, iterations, warmup, batch, overrides, device, quiet, as_json):
     """Time the training iteration of CONFIG's net, layer by layer (like caffe time).
 
     Forward and backward milliseconds of each layer, the solver update and the
@@ -199,19 +200,23 @@ def time_command(config, iterations, warmup, batch, overrides, quiet, as_json):
     Examples:
       cnntrain time configs/cifar10_quick.yaml
       OMP_NUM_THREADS=1 cnntrain time configs/lenet_cifar10.yaml --batch 64 --iterations 50
+      cnntrain time configs/fast94_cifar10.yaml --device gpu
     """
+    from cnntrain.backend import open_device
     from cnntrain.config.overrides import load_experiment_with
     from cnntrain.tools.timing import blas_threads, format_report, time_experiment
 
     exp = run_or_exit(load_experiment_with, config, overrides)
+    where = run_or_exit(open_device, device)
     report = run_or_exit(time_experiment, exp, iterations=iterations, warmup=warmup,
-                         batch=batch)
+                         batch=batch, device=where)
     if as_json:
-        echo_json({"config": exp.file, "threads": blas_threads(), **report.as_dict()})
+        echo_json({"config": exp.file, "threads": blas_threads() if where.is_cpu else None,
+                   **report.as_dict()})
     elif quiet:
         click.echo(f"{report.total_ms:.1f} ms per iteration, {report.images_per_s:.0f} images/s")
     else:
-        for line in format_report(report, blas_threads()):
+        for line in format_report(report, blas_threads() if where.is_cpu else str(where)):
             click.echo(line)
 
 

@@ -16,7 +16,6 @@ from typing import Callable, Iterator
 import numpy as np
 
 from cnntrain.backend import array_module
-
 from cnntrain.engine.parallel import split_matmul
 
 KINDS = ("gemm", "im2col")

@@ -42,26 +42,28 @@ class ReLU(_Elementwise):
     in_place_ok = True
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
         self.slope = self.param("relu_param").negative_slope
         self.positive = positive = self.buffer("mask", x.shape, bool)
         if self.slope:
-            np.greater(x, 0, out=positive)
-            return [np.where(positive, x, x * x.dtype.type(self.slope))]
+            xp.greater(x, 0, out=positive)
+            return [xp.where(positive, x, x * x.dtype.type(self.slope))]
         y = self.buffer("y", x.shape, x.dtype)
         flat_x, flat_y, flat_mask = x.reshape(-1), y.reshape(-1), positive.reshape(-1)
 
         def part(s: slice) -> None:
             # Mask and output in one pass over each slice, while it is in cache.
-            np.greater(flat_x[s], 0, out=flat_mask[s])
-            np.maximum(flat_x[s], 0, out=flat_y[s])
+            xp.greater(flat_x[s], 0, out=flat_mask[s])
+            xp.maximum(flat_x[s], 0, out=flat_y[s])
         over_slices(x.size, part, x.size)
         return [y]
 
     def grad(self, dy):
+        xp = self.xp
         if self.slope:
-            return np.where(self.positive, dy, dy * dy.dtype.type(self.slope))
-        return ufunc_over_batch(np.multiply, self.buffer("dx", dy.shape, dy.dtype), dy, self.positive)
+            return xp.where(self.positive, dy, dy * dy.dtype.type(self.slope))
+        return ufunc_over_batch(xp.multiply, self.buffer("dx", dy.shape, dy.dtype), dy, self.positive)
 
 
 @register("Sigmoid")
@@ -81,7 +83,8 @@ class TanH(_Elementwise):
     in_place_ok = True
 
     def forward(self, bottom):
-        self.y = np.tanh(bottom[0])
+        xp = self.xp
+        self.y = xp.tanh(bottom[0])
         return [self.y]
 
     def grad(self, dy):
@@ -161,19 +164,21 @@ class PReLU(_Elementwise):
         return a.reshape((1,) + a.shape + (1,) * (ndim - 2)) if not self.shared_slope else a
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
         self.positive = x > 0
-        self.negative_part = np.minimum(x, 0)
-        return [np.where(self.positive, x, 0) + self._slope(x.ndim) * self.negative_part]
+        self.negative_part = xp.minimum(x, 0)
+        return [xp.where(self.positive, x, 0) + self._slope(x.ndim) * self.negative_part]
 
     def backward(self, top_diff, propagate_down):
+        xp = self.xp
         (dy,) = top_diff
         contribution = dy * self.negative_part
         axes = tuple(i for i in range(dy.ndim) if self.shared_slope or i != 1)
         self.blobs[0].diff += contribution.sum(axis=axes).reshape(self.blobs[0].diff.shape)
         if not propagate_down[0]:
             return [None]
-        return [np.where(self.positive, dy, dy * self._slope(dy.ndim))]
+        return [xp.where(self.positive, dy, dy * self._slope(dy.ndim))]
 
 
 @register("ELU")
@@ -185,14 +190,16 @@ class ELU(_Elementwise):
     in_place_ok = True
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
         self.alpha = x.dtype.type(self.param("elu_param").alpha)
         self.positive = x > 0
-        self.y = np.where(self.positive, x, self.alpha * np.expm1(np.minimum(x, 0)))
+        self.y = xp.where(self.positive, x, self.alpha * xp.expm1(xp.minimum(x, 0)))
         return [self.y]
 
     def grad(self, dy):
-        return np.where(self.positive, dy, dy * (self.y + self.alpha))
+        xp = self.xp
+        return xp.where(self.positive, dy, dy * (self.y + self.alpha))
 
 
 @register("GELU")
@@ -221,6 +228,7 @@ class GELU(_Elementwise):
         """The tanh form and its slope, ``t = tanh(c (x + k x^3))``:
         ``dy/dx = (1 + t)/2 + x (1 - t^2) c (1 + 3 k x^2) / 2``, a cache-sized chunk at
         a time (see ``special.gelu_and_slope``)."""
+        xp = self.xp
         c, k = self.TANH_C, 0.044715
         flat_x, flat_y, flat_slope = x.reshape(-1), y.reshape(-1), self.slope.reshape(-1)
 
@@ -229,28 +237,28 @@ class GELU(_Elementwise):
             xs, ys, slope = flat_x[s], flat_y[s], flat_slope[s]
             sq, t = (self.ws.get(f"tanh{worker}/{name}", (CACHE_CHUNK,), x.dtype)[:n]
                      for name in ("sq", "t"))
-            np.multiply(xs, xs, out=sq)
-            np.multiply(sq, k, out=t)
+            xp.multiply(xs, xs, out=sq)
+            xp.multiply(sq, k, out=t)
             t += 1.0
             t *= xs
             t *= c
-            np.tanh(t, out=t)                       # t
+            xp.tanh(t, out=t)                       # t
             sq *= 3 * k
             sq += 1.0
             sq *= c                                 # c (1 + 3 k x^2)
-            np.multiply(t, t, out=slope)
-            np.subtract(1.0, slope, out=slope)
+            xp.multiply(t, t, out=slope)
+            xp.subtract(1.0, slope, out=slope)
             slope *= sq
             slope *= xs                             # x (1 - t^2) c (1 + 3 k x^2)
             t += 1.0
             slope += t
             slope *= 0.5
-            np.multiply(xs, t, out=ys)
+            xp.multiply(xs, t, out=ys)
             ys *= 0.5
         over_chunks(flat_x.size, chunk)
 
     def grad(self, dy):
-        return ufunc_over_batch(np.multiply, self.buffer("dx", dy.shape, dy.dtype), dy,
+        return ufunc_over_batch(self.xp.multiply, self.buffer("dx", dy.shape, dy.dtype), dy,
                                 self.slope)
 
 
@@ -282,9 +290,10 @@ class AbsVal(_Elementwise):
     in_place_ok = True
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
-        self.sign = np.sign(x)
-        return [np.abs(x)]
+        self.sign = xp.sign(x)
+        return [xp.abs(x)]
 
     def grad(self, dy):
         return dy * self.sign
@@ -308,17 +317,19 @@ class Power(_Elementwise):
     param_blocks = ("power_param",)
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
         p = self.param("power_param")
         self.power, self.scale = p.power, p.scale
         self.base = p.shift + p.scale * x
         if self.power == 0:
-            return [np.ones_like(x)]
+            return [xp.ones_like(x)]
         return [self.base ** x.dtype.type(self.power) if self.power != 1 else self.base]
 
     def grad(self, dy):
+        xp = self.xp
         if self.power == 0:
-            return np.zeros_like(dy)
+            return xp.zeros_like(dy)
         factor = self.power * self.scale
         if self.power == 1:
             return dy * dy.dtype.type(factor)
@@ -351,8 +362,9 @@ class Exp(_Elementwise):
         return super().setup(bottom_shapes)
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
-        self.y = np.exp(x * x.dtype.type(self.inner))
+        self.y = xp.exp(x * x.dtype.type(self.inner))
         if self.outer != 1:
             self.y *= x.dtype.type(self.outer)
         return [self.y]
@@ -374,10 +386,11 @@ class Log(_Elementwise):
         return super().setup(bottom_shapes)
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
         t = x.dtype.type
         self.inside = x * t(self.scale) + t(self.shift)
-        return [np.log(self.inside) * t(self.base_scale)]
+        return [xp.log(self.inside) * t(self.base_scale)]
 
     def grad(self, dy):
         return dy * dy.dtype.type(self.scale * self.base_scale) / self.inside

@@ -61,6 +61,7 @@ class Subsampling(Layer):
         return self.blobs[param_index].data.reshape(1, -1, 1, 1)
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
         n, c, h, w = x.shape
         down = x.reshape(n, c, self.ho, self.kh, self.wo, self.kw).sum(axis=(3, 5))
@@ -73,12 +74,13 @@ class Subsampling(Layer):
         if self.activation == "SIGMOID":
             self.y = sigmoid(u)
         elif self.activation == "TANH":
-            self.y = np.tanh(u)
+            self.y = xp.tanh(u)
         else:
             self.y = u
         return [self.y]
 
     def backward(self, top_diff, propagate_down):
+        xp = self.xp
         (dy,) = top_diff
         if self.activation == "SIGMOID":
             delta = dy * self.y * (1 - self.y)
@@ -95,7 +97,7 @@ class Subsampling(Layer):
         if self.mean:
             g *= g.dtype.type(1.0 / (self.kh * self.kw))
         n, c = g.shape[:2]
-        up = np.broadcast_to(g[:, :, :, None, :, None],
+        up = xp.broadcast_to(g[:, :, :, None, :, None],
                              (n, c, self.ho, self.kh, self.wo, self.kw))
         return [up.reshape(self.x_shape)]
 
@@ -163,17 +165,19 @@ class MapCombination(Layer):
         return 1.0 if top_index == 1 else 0.0   # the penalty counts unless told otherwise
 
     def _log_alpha(self) -> np.ndarray:
+        xp = self.xp
         c = self.blobs[1].data
         shifted = c - c.max(axis=0, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=0, keepdims=True))
+        return shifted - xp.log(xp.exp(shifted).sum(axis=0, keepdims=True))
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
         self.x_shape = x.shape
         self.alpha = softmax(self.blobs[1].data, axis=0)
         kernels = self.blobs[0].data
         self.effective = self.buffer("effective", kernels.shape, kernels.dtype)
-        np.multiply(kernels, self.alpha.T[:, :, None, None], out=self.effective)
+        xp.multiply(kernels, self.alpha.T[:, :, None, None], out=self.effective)
         bias = self.blobs[2].data if len(self.blobs) > 2 else None
         y = self.buffer("y", (x.shape[0],) + self.plan.out_shape, x.dtype)
         tops = [self.plan.forward(x, self.effective, bias, y)]
@@ -182,15 +186,17 @@ class MapCombination(Layer):
         return tops
 
     def _penalty(self) -> float:
+        xp = self.xp
         if self.entropy:
             return -self.lam * float((self.alpha * self._log_alpha()).sum())
-        return self.lam * float(np.abs(self.alpha).sum())
+        return self.lam * float(xp.abs(self.alpha).sum())
 
     def _penalty_grad(self) -> np.ndarray:
         """d penalty / d alpha."""
+        xp = self.xp
         if self.entropy:
             return -self.lam * (self._log_alpha() + 1)
-        return self.lam * np.sign(self.alpha)
+        return self.lam * xp.sign(self.alpha)
 
     def backward(self, top_diff, propagate_down):
         dy = top_diff[0]

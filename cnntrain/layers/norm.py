@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from cnntrain.backend import array_module
 from cnntrain.engine.parallel import over_slices
 from cnntrain.layers.base import Layer, SetupError, Shape, register
 from cnntrain.layers.geometry import nchw
@@ -54,16 +55,17 @@ class BatchNorm(Layer):
         return [tuple(shape)]
 
     def forward(self, bottom):
+        xp = self.xp
         (x,) = bottom
         p = self.param("batch_norm_param")
         x3 = x.reshape(x.shape[0], self.channels, -1)
         batch_stats = not self.global_stats
         if batch_stats:
-            mean, var = self.xp.empty(self.channels, x.dtype), self.xp.empty(self.channels, x.dtype)
+            mean, var = xp.empty(self.channels, x.dtype), xp.empty(self.channels, x.dtype)
         else:
             mean, var = self.running_stats()
         eps = x.dtype.type(p.eps)
-        self.inv_std = self.xp.empty(self.channels, np.result_type(var, x))
+        self.inv_std = xp.empty(self.channels, np.result_type(var.dtype, x.dtype))
         self.centred = self.buffer("centred", x3.shape, x3.dtype)
         self.y3 = self.buffer("y", x3.shape, x3.dtype)
 
@@ -72,11 +74,11 @@ class BatchNorm(Layer):
             xs, centred = x3[:, s], self.centred[:, s]
             if batch_stats:
                 mean[s] = xs.mean(axis=(0, 2))
-            np.subtract(xs, mean[s, None], out=centred)
+            xp.subtract(xs, mean[s, None], out=centred)
             if batch_stats:
-                var[s] = np.square(centred).mean(axis=(0, 2))
-            self.inv_std[s] = 1.0 / np.sqrt(var[s] + eps)
-            np.multiply(centred, self.inv_std[s, None], out=self.y3[:, s])
+                var[s] = xp.square(centred).mean(axis=(0, 2))
+            self.inv_std[s] = 1.0 / xp.sqrt(var[s] + eps)
+            xp.multiply(centred, self.inv_std[s, None], out=self.y3[:, s])
         over_slices(self.channels, channels, x3.size)
         if batch_stats:
             self._accumulate(mean, var, x3.shape[0] * x3.shape[2], p.moving_average_fraction)
@@ -99,6 +101,7 @@ class BatchNorm(Layer):
         var_sum += var * (m / (m - 1) if m > 1 else 1)
 
     def backward(self, top_diff, propagate_down):
+        xp = self.xp
         dy3 = top_diff[0].reshape(self.y3.shape)
         inv = self.inv_std[:, None]
         if not self.global_stats:
@@ -110,7 +113,7 @@ class BatchNorm(Layer):
                 # Through the batch mean and variance: the two mean terms below.
                 d, y = dy3[:, s], self.y3[:, s]
                 t = d - d.mean(axis=(0, 2))[:, None] - y * (d * y).mean(axis=(0, 2))[:, None]
-                np.multiply(t, inv[s], out=dx[:, s])
+                xp.multiply(t, inv[s], out=dx[:, s])
             over_slices(self.channels, channels, dy3.size)
             return [dx.reshape(top_diff[0].shape)]
         self._statistic_gradients(dy3)
@@ -203,28 +206,30 @@ class Scale(_AxisOperand):
         return [tuple(bottom_shapes[0])]
 
     def forward(self, bottom):
+        xp = self.xp
         x = bottom[0]
         self.scale = bottom[1] if len(bottom) > 1 else self.blobs[0].data
         self.x3 = x.reshape(self.view(x.shape, self.scale.size))
         scale = self.broadcast(self.scale)
         bias = self.broadcast(self.blobs[-1].data) if self.has_bias else None
-        y = self.buffer("y", self.x3.shape, np.result_type(self.x3, scale))
+        y = self.buffer("y", self.x3.shape, np.result_type(self.x3.dtype, scale.dtype))
 
         def operand(s: slice) -> None:
-            np.multiply(self.x3[:, s], scale[:, s], out=y[:, s])
+            xp.multiply(self.x3[:, s], scale[:, s], out=y[:, s])
             if bias is not None:
                 y[:, s] += bias[:, s]
         over_slices(self.scale.size, operand, y.size)
         return [y.reshape(x.shape)]
 
     def backward(self, top_diff, propagate_down):
+        xp = self.xp
         dy3 = top_diff[0].reshape(self.x3.shape)
         scale = self.broadcast(self.scale)
         size = self.scale.size
-        d_scale = self.xp.empty(size, dy3.dtype)
-        d_bias = self.xp.empty(size, dy3.dtype) if self.has_bias else None
-        dx = (self.buffer("dx", dy3.shape, np.result_type(dy3, scale)) if propagate_down[0]
-              else None)
+        d_scale = xp.empty(size, dy3.dtype)
+        d_bias = xp.empty(size, dy3.dtype) if self.has_bias else None
+        dx = (self.buffer("dx", dy3.shape, np.result_type(dy3.dtype, scale.dtype))
+              if propagate_down[0] else None)
 
         def operand(s: slice) -> None:
             # reduce()'s sums, one block of the operand's entries per worker.
@@ -233,7 +238,7 @@ class Scale(_AxisOperand):
                 d_bias[s] = d.sum(axis=(0, 2))
             d_scale[s] = (d * self.x3[:, s]).sum(axis=(0, 2))
             if dx is not None:
-                np.multiply(d, scale[:, s], out=dx[:, s])
+                xp.multiply(d, scale[:, s], out=dx[:, s])
         over_slices(size, operand, dy3.size)
         if d_bias is not None:
             self.blobs[-1].diff += d_bias.reshape(self.blobs[-1].shape)
@@ -271,12 +276,13 @@ class Bias(_AxisOperand):
 def window_sum(a: np.ndarray, axes: tuple[int, ...], size: int) -> np.ndarray:
     """Sum over the centred window of odd ``size`` along each of ``axes``, zero padded:
     same shape as ``a``. One add per window offset and axis (the window is separable)."""
+    xp = array_module(a)
     half = size // 2
     for axis in axes:
         pad = [(0, 0)] * a.ndim
         pad[axis] = (half, half)
-        padded = np.pad(a, pad)
-        out = np.zeros_like(a)
+        padded = xp.pad(a, pad)
+        out = xp.zeros_like(a)
         index = [slice(None)] * a.ndim
         for offset in range(size):
             index[axis] = slice(offset, offset + a.shape[axis])

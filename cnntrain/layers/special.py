@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from cnntrain.backend import array_module
 from cnntrain.engine.parallel import CACHE_CHUNK, over_chunks
 from cnntrain.engine.workspace import Workspace
 
@@ -24,21 +25,23 @@ _ERFC_POLY = (-0.6717940851517197, 0.6726431547745636, 0.04734341752091464,
 
 def erfc_nonneg(z: np.ndarray) -> np.ndarray:
     """erfc(z) for z >= 0 in float64, with small *relative* error even far in the tail."""
-    z = np.asarray(z, dtype=np.float64)
+    xp = array_module(z)
+    z = xp.asarray(z, dtype=np.float64)
     t = 1.0 / (1.0 + 0.5 * z)
-    return t * np.exp(_erfc_exponent(z, t, np.empty_like(z), np.empty_like(z)))
+    return t * xp.exp(_erfc_exponent(z, t, xp.empty_like(z), xp.empty_like(z)))
 
 
 def _erfc_exponent(z: np.ndarray, t: np.ndarray, acc: np.ndarray,
                    u: np.ndarray) -> np.ndarray:
     """``P(2t - 1) - z^2`` into ``acc`` (so that erfc(z) = t exp(acc)); ``u`` is scratch."""
-    np.multiply(t, 2.0, out=u)
+    xp = array_module(z)
+    xp.multiply(t, 2.0, out=u)
     u -= 1.0
     acc.fill(_ERFC_POLY[-1])
     for coef in _ERFC_POLY[-2::-1]:
         acc *= u
         acc += coef
-    np.multiply(z, z, out=u)
+    xp.multiply(z, z, out=u)
     acc -= u
     return acc
 
@@ -46,15 +49,17 @@ def _erfc_exponent(z: np.ndarray, t: np.ndarray, acc: np.ndarray,
 def normal_cdf(x: np.ndarray) -> np.ndarray:
     """Phi(x) = (1 + erf(x / sqrt 2)) / 2 in float64. The lower tail is computed as
     erfc(|x|/sqrt 2) / 2 directly, so Phi(-8) keeps its relative precision."""
-    x = np.asarray(x, dtype=np.float64)
-    half_tail = 0.5 * erfc_nonneg(np.abs(x) * (1.0 / math.sqrt(2.0)))
-    return np.where(x < 0, half_tail, 1.0 - half_tail)
+    xp = array_module(x)
+    x = xp.asarray(x, dtype=np.float64)
+    half_tail = 0.5 * erfc_nonneg(xp.abs(x) * (1.0 / math.sqrt(2.0)))
+    return xp.where(x < 0, half_tail, 1.0 - half_tail)
 
 
 def normal_pdf(x: np.ndarray) -> np.ndarray:
     """phi(x) = exp(-x^2 / 2) / sqrt(2 pi) in float64."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+    xp = array_module(x)
+    x = xp.asarray(x, dtype=np.float64)
+    return xp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
 
 
 def gelu_and_slope(x: np.ndarray, y: np.ndarray, slope: np.ndarray, ws: Workspace) -> None:
@@ -67,29 +72,31 @@ def gelu_and_slope(x: np.ndarray, y: np.ndarray, slope: np.ndarray, ws: Workspac
     9.5 s step of a batch of 512 through airbench's net, against under 0.5 s so).
     Computing the slope here, while the chunk is in cache, leaves the backward one
     multiplication."""
+    xp = array_module(x)
     flat_x, flat_y, flat_slope = x.reshape(-1), y.reshape(-1), slope.reshape(-1)
 
     def chunk(s: slice, worker: int) -> None:
         n = s.stop - s.start
         xd, z, t, acc, u = (ws.get(f"gelu{worker}/{name}", (CACHE_CHUNK,), np.float64)[:n]
                             for name in ("x", "z", "t", "acc", "u"))
-        np.copyto(xd, flat_x[s])
-        np.abs(xd, out=z)
+        xp.copyto(xd, flat_x[s])
+        xp.abs(xd, out=z)
         z *= 1.0 / math.sqrt(2.0)
-        np.multiply(z, 0.5, out=t)
+        xp.multiply(z, 0.5, out=t)
         t += 1.0
-        np.divide(1.0, t, out=t)
-        np.exp(_erfc_exponent(z, t, acc, u), out=acc)
+        xp.divide(1.0, t, out=t)
+        xp.exp(_erfc_exponent(z, t, acc, u), out=acc)
         acc *= t
         acc *= 0.5                                   # erfc(|x|/sqrt 2)/2: Phi(-|x|)
-        np.subtract(1.0, acc, out=acc, where=xd >= 0)   # Phi(x)
-        np.multiply(z, z, out=u)
-        np.negative(u, out=u)
-        np.exp(u, out=u)                             # exp(-x^2/2)
+        xp.subtract(1.0, acc, out=u)
+        xp.copyto(acc, u, where=xd >= 0)             # Phi(x) (CuPy's ufuncs take no where=)
+        xp.multiply(z, z, out=u)
+        xp.negative(u, out=u)
+        xp.exp(u, out=u)                             # exp(-x^2/2)
         u *= xd
         u *= 1.0 / math.sqrt(2.0 * math.pi)          # x phi(x)
         u += acc
-        np.copyto(flat_slope[s], u, casting="same_kind")
+        xp.copyto(flat_slope[s], u, casting="same_kind")
         acc *= xd
-        np.copyto(flat_y[s], acc, casting="same_kind")
+        xp.copyto(flat_y[s], acc, casting="same_kind")
     over_chunks(flat_x.size, chunk)

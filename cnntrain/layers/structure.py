@@ -149,14 +149,15 @@ class Eltwise(Layer):
         return [first]
 
     def forward(self, bottom):
+        xp = self.xp
         t = bottom[0].dtype.type
         if self.op == "SUM":
-            y = self.buffer("y", bottom[0].shape, np.result_type(*bottom))
+            y = self.buffer("y", bottom[0].shape, np.result_type(*(b.dtype for b in bottom)))
             flat = [y.reshape(-1)] + [x.reshape(-1) for x in bottom]
 
             def elements(s: slice) -> None:
                 ys = flat[0][s]
-                np.multiply(flat[1][s], t(self.coeff[0]), out=ys)
+                xp.multiply(flat[1][s], t(self.coeff[0]), out=ys)
                 for c, x in zip(self.coeff[1:], flat[2:]):
                     ys += x[s] * t(c) if c != 1 else x[s]
             over_slices(y.size, elements, y.size * len(bottom))
@@ -164,11 +165,11 @@ class Eltwise(Layer):
             y = math.prod(bottom[1:], start=bottom[0])
         else:
             y = bottom[0].copy()
-            self.argmax = self.xp.zeros(y.shape, np.int32)
+            self.argmax = xp.zeros(y.shape, np.int32)
             for i, x in enumerate(bottom[1:], 1):
                 # Strictly greater: on a tie the earlier bottom keeps the gradient.
                 higher = x > y
-                np.copyto(y, x, where=higher)
+                xp.copyto(y, x, where=higher)
                 self.argmax[higher] = i
         self.bottom, self.y = bottom, y
         return [y]
@@ -182,7 +183,7 @@ class Eltwise(Layer):
                 out.append(None)
             elif self.op == "SUM":
                 dx = self.buffer(f"dx{i}", dy.shape, dy.dtype)
-                out.append(ufunc_over_batch(np.multiply, dx, dy, t(self.coeff[i])))
+                out.append(ufunc_over_batch(self.xp.multiply, dx, dy, t(self.coeff[i])))
             elif self.op == "MAX":
                 out.append(dy * (self.argmax == i))
             elif self.stable:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from cnntrain.backend import array_module
 from cnntrain.solvers.base import Solver
 
 
@@ -25,7 +24,7 @@ class AdaGrad(Solver):
     def compute_update(self, grad, bufs, local_rate):
         (h,) = bufs
         h += grad * grad
-        return local_rate * grad / (np.sqrt(h) + self.s.delta)
+        return local_rate * grad / (array_module(grad).sqrt(h) + self.s.delta)
 
 
 class RMSProp(Solver):
@@ -44,7 +43,7 @@ class RMSProp(Solver):
         decay = self.s.rms_decay
         h *= decay
         h += (1.0 - decay) * (grad * grad)
-        return local_rate * grad / (np.sqrt(h) + self.s.delta)
+        return local_rate * grad / (array_module(grad).sqrt(h) + self.s.delta)
 
 
 class AdaDelta(Solver):
@@ -72,7 +71,7 @@ class AdaDelta(Solver):
         rho, delta = self.s.momentum, self.s.delta
         sq_grad *= rho
         sq_grad += (1.0 - rho) * (grad * grad)
-        step = grad * np.sqrt((sq_update + delta) / (sq_grad + delta))
+        step = grad * array_module(grad).sqrt((sq_update + delta) / (sq_grad + delta))
         sq_update *= rho
         sq_update += (1.0 - rho) * (step * step)
         step *= local_rate
@@ -108,4 +107,4 @@ class Adam(Solver):
         m += (1.0 - beta1) * grad
         v *= beta2
         v += (1.0 - beta2) * (grad * grad)
-        return (local_rate * correction) * m / (np.sqrt(v) + self.s.delta)
+        return (local_rate * correction) * m / (array_module(grad).sqrt(v) + self.s.delta)

@@ -8,6 +8,10 @@ layer's forward and backward is clocked on its own, the engine's kernels are
 accounted by kind (GEMM, im2col/col2im), and whatever is left of the measured
 iteration (the net's bookkeeping: summing diffs, seeding the loss) is reported as
 such, so the rows add up to the measured total.
+
+On a GPU (``--device gpu``) each clock waits for the device's queue before it stops,
+so a layer's time is that of its kernels (as ``caffe time`` does with CUDA events);
+the GEMM and im2col split is not made there, and the peak is cuBLAS's.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from cnntrain.backend import CPU, Device
 from cnntrain.engine import kernel_time
 from cnntrain.tools.summary import forward_macs
 
@@ -49,9 +54,10 @@ class TimingReport:
     total_ms: float = 0.0            # the measured iteration, mean
     median_ms: float = 0.0
     min_ms: float = 0.0
-    gemm_ms: float = 0.0
-    im2col_ms: float = 0.0
+    gemm_ms: float | None = 0.0      # None: not split (on a GPU)
+    im2col_ms: float | None = 0.0
     sgemm_peak: float = 0.0          # GFLOP/s of a large square GEMM on the same threads
+    device: str = "cpu"
 
     @property
     def layers_ms(self) -> float:
@@ -72,11 +78,14 @@ class TimingReport:
             if self.total_ms else 0.0
 
     @property
-    def other_ms(self) -> float:
+    def other_ms(self) -> float | None:
+        if self.gemm_ms is None or self.im2col_ms is None:
+            return None
         return self.total_ms - self.gemm_ms - self.im2col_ms
 
     def as_dict(self) -> dict:
-        return {"net": self.net, "batch": self.batch, "iterations": self.iterations,
+        return {"net": self.net, "device": self.device, "batch": self.batch,
+                "iterations": self.iterations,
                 "warmup": self.warmup,
                 "layers": [{"name": r.name, "type": r.type, "forward_ms": r.forward_ms,
                             "backward_ms": r.backward_ms, "gflop": r.flops / 1e9}
@@ -89,23 +98,26 @@ class TimingReport:
                 "other_ms": self.other_ms, "sgemm_peak_gflops_per_s": self.sgemm_peak}
 
 
-def sgemm_peak(dtype=np.float32, size: int = 2048, repeats: int = 3) -> float:
+def sgemm_peak(dtype=np.float32, size: int = 2048, repeats: int = 3,
+               device: Device = CPU) -> float:
     """GFLOP/s of the best of ``repeats`` square ``size`` GEMMs through the engine's
-    ``gemm`` (so on the same threads as the layers'): the host's practical peak, which
-    a whole step's GEMM-shaped work is measured against."""
+    ``gemm`` (so on the same threads as the layers', or on ``device``): the practical
+    peak, which a whole step's GEMM-shaped work is measured against."""
     from cnntrain.engine import gemm
 
     rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((size, size), dtype=np.float32).astype(dtype) for _ in "ab")
-    out = np.empty((size, size), dtype)
+    a, b = (device.to_device(rng.standard_normal((size, size), dtype=np.float32).astype(dtype))
+            for _ in "ab")
+    out = device.xp.empty((size, size), dtype)
     gemm(a, b, out=out)                           # warm-up: threads, pages
-    best = min(_seconds(lambda: gemm(a, b, out=out)) for _ in range(repeats))
+    best = min(_seconds(lambda: gemm(a, b, out=out), device) for _ in range(repeats))
     return 2.0 * size ** 3 / best / 1e9
 
 
-def _seconds(fn: Callable) -> float:
+def _seconds(fn: Callable, device: Device = CPU) -> float:
     start = time.perf_counter()
     fn()
+    device.synchronize()
     return time.perf_counter() - start
 
 
@@ -121,23 +133,27 @@ def _gemm_flops(node, net) -> float:
     return 2.0 * macs * passes
 
 
-def _clocked(fn: Callable, add: Callable[[float], None]) -> Callable:
+def _clocked(fn: Callable, add: Callable[[float], None], device: Device) -> Callable:
     def timed(*args, **kwargs):
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
+            device.synchronize()
             add(time.perf_counter() - start)
     return timed
 
 
 def time_experiment(exp, *, iterations: int = 20, warmup: int = 3,
-                    batch: int | None = None, seed: int = 0) -> TimingReport:
-    """Time ``iterations`` training iterations of ``exp``'s TRAIN net after ``warmup``."""
+                    batch: int | None = None, seed: int = 0,
+                    device: Device = CPU) -> TimingReport:
+    """Time ``iterations`` training iterations of ``exp``'s TRAIN net after ``warmup``,
+    on ``device``."""
     from cnntrain.solvers import make_solver
     from cnntrain.tools.inputs import net_with_random_inputs
 
-    net, _ = net_with_random_inputs(exp, batch=batch, seed=seed, dtype=np.float32)
+    net, _ = net_with_random_inputs(exp, batch=batch, seed=seed, dtype=np.float32,
+                                    device=device)
     solver = make_solver(exp.solver.values, net.params)
     inputs = [n for n in net.nodes if n.layer.type_name == "Input"]
     used_batch = net.shapes[inputs[0].tops[0]][0] if inputs and net.shapes[inputs[0].tops[0]] \
@@ -158,18 +174,14 @@ def time_experiment(exp, *, iterations: int = 20, warmup: int = 3,
     # itself stays free of timing code.
     for node in net.nodes:
         layer, row = node.layer, rows[node.layer.name]
-        layer.forward = _clocked(layer.forward, adder(row, "forward_ms"))
-        layer.backward = _clocked(layer.backward, adder(row, "backward_ms"))
+        layer.forward = _clocked(layer.forward, adder(row, "forward_ms"), device)
+        layer.backward = _clocked(layer.backward, adder(row, "backward_ms"), device)
 
     def iteration() -> None:
-        start = time.perf_counter()
-        net.clear_param_diffs()
-        sums["clear"] += time.perf_counter() - start
+        sums["clear"] += _seconds(net.clear_param_diffs, device)
         net.forward()
         net.backward()
-        start = time.perf_counter()
-        solver.apply_update()
-        sums["update"] += time.perf_counter() - start
+        sums["update"] += _seconds(solver.apply_update, device)
 
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(warmup):
@@ -192,9 +204,13 @@ def time_experiment(exp, *, iterations: int = 20, warmup: int = 3,
     report.total_ms = sum(steps) / iterations
     report.median_ms = statistics.median(steps)
     report.min_ms = min(steps)
-    report.gemm_ms = kernels["gemm"] * 1e3 / iterations
-    report.im2col_ms = kernels["im2col"] * 1e3 / iterations
-    report.sgemm_peak = sgemm_peak()
+    if device.is_cpu:
+        report.gemm_ms = kernels["gemm"] * 1e3 / iterations
+        report.im2col_ms = kernels["im2col"] * 1e3 / iterations
+    else:
+        report.gemm_ms = report.im2col_ms = None    # kernels queue: not split on a GPU
+    report.sgemm_peak = sgemm_peak(device=device)
+    report.device = str(device)
     return report
 
 
@@ -220,11 +236,16 @@ def format_report(report: TimingReport, threads: str) -> list[str]:
               f"throughput: {report.images_per_s:,.0f} images/s, {report.gflops:.1f} GFLOP/s "
               "achieved in the GEMMs' arithmetic (forward, weight and input gradients, "
               "counted as im2col's)",
-              f"host sgemm peak: {report.sgemm_peak:.1f} GFLOP/s (2048x2048x2048 float32 on "
-              f"the same threads); the step ran its GEMM-shaped work at "
-              f"{report.gflops / max(report.sgemm_peak, 1e-9):.0%} of it",
-              f"time in GEMM {report.gemm_ms / total:.1%}, im2col/col2im "
-              f"{report.im2col_ms / total:.1%}, everything else {report.other_ms / total:.1%}"]
+              f"{'host' if report.device == 'cpu' else report.device} sgemm peak: "
+              f"{report.sgemm_peak:.1f} GFLOP/s (2048x2048x2048 float32 on the same "
+              f"{'threads' if report.device == 'cpu' else 'device'}); the step ran its "
+              f"GEMM-shaped work at {report.gflops / max(report.sgemm_peak, 1e-9):.0%} of it"]
+    if report.gemm_ms is None:
+        lines.append("time in GEMM and im2col/col2im: not split on a GPU")
+    else:
+        lines.append(f"time in GEMM {report.gemm_ms / total:.1%}, im2col/col2im "
+                     f"{report.im2col_ms / total:.1%}, everything else "
+                     f"{report.other_ms / total:.1%}")
     return lines
 
 
