@@ -16,6 +16,11 @@ Threads are set before NumPy is imported: ``OMP_NUM_THREADS`` and ``MKL_NUM_THRE
 ``torch.set_num_threads``. cnntrain then keeps OpenBLAS on one thread, as it always
 does; ``--blas-threads N`` gives OpenBLAS N threads instead (cnntrain then runs no
 workers of its own, as when a user sets ``OPENBLAS_NUM_THREADS``).
+
+``--device gpu`` times both sides on the first NVIDIA GPU instead: cnntrain through
+CuPy (``--device gpu``, the extra ``gpu``), PyTorch on ``cuda``, each step ending when
+its device's queue has drained. The equivalence check still runs on the CPU (float64
+needs no GPU); both timed nets start from the checked weights.
 """
 from __future__ import annotations
 
@@ -62,6 +67,7 @@ except ImportError:  # pragma: no cover
     sys.exit("compare_torch.py needs PyTorch (CPU build); see bench/README.md "
              "(pip install -r bench/requirements.txt in a separate venv)")
 
+from cnntrain.backend import to_host  # noqa: E402
 from cnntrain.config.validate import load_experiment, parse_net  # noqa: E402
 from cnntrain.errors import CnnTrainError  # noqa: E402
 from cnntrain.layers import BuildContext  # noqa: E402
@@ -134,12 +140,15 @@ def bench_net_dict(config: Path, batch: int | None) -> tuple[dict, int, tuple[in
     return {"name": net_raw.get("name", "net"), "layer": layers}, batch_used, image_shape
 
 
-def build_cnntrain(config: Path, batch: int | None, seed: int):
+def build_cnntrain(config: Path, batch: int | None, seed: int, device=None):
     net_raw, batch, _ = bench_net_dict(config, batch)
     scales = {l["name"]: l.pop("_bench_scale", 1.0) for l in net_raw["layer"]}
     exp = load_experiment(config)                # the solver values (and a full validation)
     spec = parse_net(net_raw, f"{config} (bench: Data -> Input)")
-    net = Net(spec, "TRAIN", BuildContext(RngStreams(seed), np.float32))
+    ctx = BuildContext(RngStreams(seed), np.float32)
+    if device is not None:
+        ctx.device = device
+    net = Net(spec, "TRAIN", ctx)
     inputs = [n for n in net.nodes if n.layer.spec.type == "Input"]
     if len(inputs) != 1:
         raise BenchError(f"expected one Input layer in the bench net, found {len(inputs)}")
@@ -190,7 +199,7 @@ class TorchNet(torch.nn.Module):
         self.cnn_params = []
         for _, _, p in net.param_keys:
             self.param_of[id(p)] = len(self.params)
-            self.params.append(torch.nn.Parameter(torch.from_numpy(p.data.copy())))
+            self.params.append(torch.nn.Parameter(torch.from_numpy(to_host(p.data).copy())))
             self.cnn_params.append(p)
         producer = {t: n.layer.spec.type for n in net.nodes for t in n.tops}
         consumers: dict[str, int] = {}
@@ -698,6 +707,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also time cnntrain per layer over N steps and run torch's profiler")
     ap.add_argument("--json", action="store_true", help="print one JSON line with the results")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                    help="time both sides on the CPU, or on the first GPU (CuPy, cuda)")
     args = ap.parse_args(argv)
     if args.threads != _THREADS:
         raise BenchError("--threads was parsed differently early and late")
@@ -767,6 +778,19 @@ def main(argv=None) -> int:
                     a.grad is not None and not torch.equal(a.grad, b.grad)):
                 raise BenchError(f"timed torch graph: grad {layer}[{idx}] differs from the "
                                  "checked graph")
+    sync = {"cnntrain": lambda: None, "torch": lambda: None}
+    if args.device == "gpu":
+        # The timed pair on the GPU, from the weights just checked on the CPU (the same
+        # seed draws them on the host for either device).
+        from cnntrain.backend import open_device
+
+        device = open_device("gpu")
+        exp, net, solver, in_node, batch = build_cnntrain(args.config, args.batch, args.seed,
+                                                          device)
+        tnet = tnet.to("cuda")
+        inputs = {k: v.to("cuda") for k, v in inputs.items()}
+        sync = {"cnntrain": device.synchronize, "torch": torch.cuda.synchronize}
+        print(f"device: cnntrain {device}, torch {torch.cuda.get_device_name(0)}")
     opt, opt_desc = make_torch_optimizer(tnet, solver)
     clip = exp.solver.values.get("clip_gradients") or 0.0
     print(f"solver: cnntrain {exp.solver.values.type}, torch {opt_desc}"
@@ -777,8 +801,17 @@ def main(argv=None) -> int:
     # the other side, its threads are still busy-waiting (OpenBLAS workers spin after a
     # GEMM; on 2 cores that slows the next torch step about 2x), which no real training
     # loop of either library would see.
-    sides = {"cnntrain": lambda: cnntrain_step(net, solver),
-             "torch": lambda: torch_step(tnet, opt, inputs, clip).item()}
+    def cnntrain_side() -> float:
+        loss = cnntrain_step(net, solver)
+        sync["cnntrain"]()
+        return loss
+
+    def torch_side() -> float:
+        loss = torch_step(tnet, opt, inputs, clip).item()    # .item() waits for the loss
+        sync["torch"]()
+        return loss
+
+    sides = {"cnntrain": cnntrain_side, "torch": torch_side}
     times = {k: [] for k in sides}
     losses = {k: [] for k in sides}
     for side in sides:                               # warm-up, untimed
@@ -841,6 +874,7 @@ def main(argv=None) -> int:
     if args.json:
         record = {
             "config": str(args.config), "net": exp.net.name, "batch": batch,
+            "device": args.device,
             "cnntrain_rev": git_revision(),
             "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
             "block": block,
