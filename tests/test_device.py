@@ -286,3 +286,29 @@ def test_time_clocks_the_layers_on_the_device(fake_cupy):
                          "4", "--iterations", "1", "--warmup", "0", "--json").stdout)
     assert doc["device"].startswith("gpu:0") and doc["gemm_ms"] is None
     assert {row["name"] for row in doc["layers"]} >= {"conv1", "pool1", "ip2", "loss"}
+
+
+def test_the_mpi_allreduce_takes_a_gpus_gradients_through_the_host(fake_gpu):
+    """Under mpiexec with --device gpu, MPI's buffer is on the host: the gradients and
+    running statistics go there in one copy and come back in one, and stay on the GPU."""
+    from cnntrain.blob import Param, Statistic
+    from cnntrain.distributed import GradientAllreduce
+
+    class TwoRanks:
+        """MPI's sum, as if the other rank's buffer held this one's values plus 1."""
+        size = 2
+
+        def sum_in_place(self, buffer, what):
+            assert isinstance(buffer, np.ndarray)
+            buffer[:] = 2 * buffer + 1
+
+    rng = np.random.default_rng(0)
+    grad, stat = rng.standard_normal((3, 4)), rng.standard_normal(5)
+    learned = Param(fake_gpu.to_device(np.zeros((3, 4))))
+    learned.diff = fake_gpu.to_device(grad)
+    running = Statistic(fake_gpu.to_device(stat))
+    loss, stop = GradientAllreduce(TwoRanks(), [learned, running])(0.5, False, 0)
+    assert on_device(learned.diff) and on_device(running.data)
+    _assert_close(host(learned.diff), grad + 0.5, "mean gradient")
+    _assert_close(host(running.data), stat + 0.5, "mean statistic")
+    assert loss == pytest.approx(1.0) and stop     # the other rank asked to stop
