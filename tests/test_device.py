@@ -334,3 +334,10 @@ def test_the_mpi_allreduce_takes_a_gpus_gradients_through_the_host(gpu_device):
     _assert_close(host(learned.diff), grad + 0.5, "mean gradient")
     _assert_close(host(running.data), stat + 0.5, "mean statistic")
     assert loss == pytest.approx(1.0) and stop     # the other rank asked to stop
+
+
+def test_dry_run_on_a_gpu_gives_trains_verdict(tiny, cupy):
+    tmp, data, config = tiny
+    result = run("train", config, "--device", "gpu", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert not (tmp / "runs").exists()
