@@ -10,7 +10,7 @@ from cnntrain.config.validate import parse_net
 from cnntrain.data.augment import Erase, Mix, ResizedCrop, resize_boxes, sample_boxes
 from cnntrain.errors import ConfigError
 from layer_helpers import assert_gradients, make_layer
-from test_cli_e2e import CONFIG, metrics, run, weights, write_cifar10_binary
+from test_cli_e2e import CONFIG, assert_same_weights, run, train_losses, write_cifar10_binary
 
 RNG = np.random.default_rng(11)
 
@@ -295,17 +295,14 @@ def test_augmented_training_resumes_exactly(tmp_path):
     resumed = run("train", config, "--data-dir", data, "--runs-dir", tmp_path / "b",
                   "--no-progress", "--resume", run_a / "snapshots" / "iter_6.h5")
     assert resumed.exit_code == 0, resumed.output
-    losses_a = {r["iter"]: r["loss"] for r in metrics(run_a) if r["loss"]}
-    losses_b = {r["iter"]: r["loss"] for r in metrics(tmp_path / "b" / "tiny") if r["loss"]}
+    losses_a, losses_b = train_losses(run_a), train_losses(tmp_path / "b" / "tiny")
     assert set(losses_b) >= {"7", "12"} and all(losses_b[it] == losses_a[it] for it in losses_b)
-    wa = weights(run_a / "snapshots" / "iter_12.h5")
-    wb = weights(tmp_path / "b" / "tiny" / "snapshots" / "iter_12.h5")
-    for key in wa:
-        np.testing.assert_array_equal(wa[key], wb[key])
+    assert_same_weights(run_a / "snapshots" / "iter_12.h5",
+                        tmp_path / "b" / "tiny" / "snapshots" / "iter_12.h5")
     # Another seed cuts other batches: the augmentation is random, not fixed.
     other = run("train", config, "--data-dir", data, "--runs-dir", tmp_path / "c",
                 "--no-progress", "--set", "solver.random_seed=4")
-    losses_c = {r["iter"]: r["loss"] for r in metrics(tmp_path / "c" / "tiny") if r["loss"]}
+    losses_c = train_losses(tmp_path / "c" / "tiny")
     assert other.exit_code == 0 and losses_c["1"] != losses_a["1"]
 
 

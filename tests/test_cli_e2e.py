@@ -120,6 +120,21 @@ def weights(path):
                 for i in f["data"][layer]}
 
 
+def assert_same_weights(a, b) -> dict:
+    """Snapshots ``a`` and ``b`` hold the same parameters, bit for bit (the check of
+    every "resumed ends like uninterrupted" test); returns ``a``'s."""
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        np.testing.assert_array_equal(wb[key], wa[key], err_msg=key)
+    return wa
+
+
+def train_losses(run_dir) -> dict[str, str]:
+    """A run's training losses by iteration, as metrics.csv holds them."""
+    return {r["iter"]: r["loss"] for r in metrics(run_dir) if r["loss"]}
+
+
 def test_train_test_and_resume_exactly(setup):
     tmp, data, config = setup
     full = run("train", config, "--data-dir", data, "--runs-dir", tmp / "a", "--no-progress")
@@ -128,7 +143,7 @@ def test_train_test_and_resume_exactly(setup):
     assert sorted(p.name for p in (run_a / "snapshots").iterdir()) == ["iter_12.h5", "iter_6.h5"]
     assert (run_a / "config.yaml").is_file() and "iter 12" in (run_a / "train.log").read_text()
     rows = metrics(run_a)
-    losses_a = {r["iter"]: r["loss"] for r in rows if r["loss"]}
+    losses_a = train_losses(run_a)
     assert len(losses_a) == 12
     final_acc = [r["test_accuracy"] for r in rows if r["test_accuracy"]][-1]
 
@@ -144,14 +159,11 @@ def test_train_test_and_resume_exactly(setup):
                   "--resume", run_a / "snapshots" / "iter_6.h5")
     assert resumed.exit_code == 0, resumed.output
     run_b = tmp / "b" / "tiny"
-    losses_b = {r["iter"]: r["loss"] for r in metrics(run_b) if r["loss"]}
+    losses_b = train_losses(run_b)
     assert sorted(losses_b, key=int) == [str(i) for i in range(7, 13)]
     for it, loss in losses_b.items():
         assert loss == losses_a[it]
-    wa, wb = weights(run_a / "snapshots" / "iter_12.h5"), weights(run_b / "snapshots" / "iter_12.h5")
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        np.testing.assert_array_equal(wa[key], wb[key])
+    assert_same_weights(run_a / "snapshots" / "iter_12.h5", run_b / "snapshots" / "iter_12.h5")
 
 
 def test_same_seed_same_run_other_seed_differs(setup):

@@ -7,10 +7,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 from cnntrain.snapshot import load_snapshot
-from test_cli_e2e import CONFIG, metrics, run, weights, write_cifar10_binary
+from test_cli_e2e import CONFIG, assert_same_weights, metrics, run, write_cifar10_binary
 
 # Long enough that the signal arrives mid-run; --set makes it so, to show the
 # printed command keeps the overrides (the config file alone says max_iter: 12).
@@ -59,11 +57,8 @@ def test_printed_resume_command_run_verbatim_ends_like_an_uninterrupted_run(tmp_
     full = run("train", tmp_path / "tiny.yaml", "--runs-dir", tmp_path / "full", "--data-dir",
                data, "--no-progress", *OVERRIDES)
     assert full.exit_code == 0, full.output
-    a = weights(tmp_path / "out/tiny/snapshots/iter_400.h5")
-    b = weights(tmp_path / "full/tiny/snapshots/iter_400.h5")
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_weights(tmp_path / "out/tiny/snapshots/iter_400.h5",
+                        tmp_path / "full/tiny/snapshots/iter_400.h5")
 
 
 def test_resume_without_config_uses_the_snapshots_config(tmp_path):
@@ -77,10 +72,8 @@ def test_resume_without_config_uses_the_snapshots_config(tmp_path):
     resumed = run("train", "--resume", tmp_path / "a/tiny/snapshots/iter_6.h5",
                   "--runs-dir", tmp_path / "b", *args)
     assert resumed.exit_code == 0, resumed.output
-    a = weights(tmp_path / "a/tiny/snapshots/iter_14.h5")
-    b = weights(tmp_path / "b/tiny/snapshots/iter_14.h5")
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_weights(tmp_path / "a/tiny/snapshots/iter_14.h5",
+                        tmp_path / "b/tiny/snapshots/iter_14.h5")
 
 
 def test_resume_alone_refuses_set_and_a_missing_config_is_one_line(tmp_path):
