@@ -338,3 +338,16 @@ def test_dry_run_on_a_gpu_gives_trains_verdict(tiny, cupy):
     result = run("train", config, "--device", "gpu", "--dry-run")
     assert result.exit_code == 0, result.output
     assert not (tmp / "runs").exists()
+
+
+def test_lr_find_and_sweep_run_on_the_device(tiny, cupy):
+    tmp, data, config = tiny
+    found = run("lr-find", config, "--data-dir", data, "--iters", "6", "--device", "gpu",
+                "--json")
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(found.stdout)["rates"]) == 6
+    swept = run("sweep", config, "--data-dir", data, "--runs-dir", tmp / "sweeps",
+                "--set", "solver.base_lr=0.05,0.1", "--fix", "solver.max_iter=2",
+                "--device", "gpu", "--json")
+    assert swept.exit_code == 0, swept.output
+    assert [t["status"] for t in json.loads(swept.stdout)["trials"]] == ["done", "done"]

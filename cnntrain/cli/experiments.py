@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cnntrain.cli import DATA_DIR, EXIT_CODES, main, run_or_exit
+from cnntrain.cli import DATA_DIR, DEVICE, EXIT_CODES, main, run_or_exit
 from cnntrain.cli.output import JSON, QUIET, echo_json, style
 
 OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
@@ -44,10 +44,11 @@ OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="PATH=VALU
 @click.option("--rows", default=25, show_default=True, type=click.IntRange(min=2),
               help="Rows of the printed table.")
 @OVERRIDES
+@DEVICE
 @QUIET
 @JSON
 def lr_find(config, data_dir, start_lr, end_lr, iters, smoothing, diverge, method, output,
-            keep, runs_dir, rows, overrides, quiet, as_json):
+            keep, runs_dir, rows, overrides, device, quiet, as_json):
     """Learning-rate range test: train CONFIG's TRAIN net from its initial weights
     while the rate grows exponentially from --start-lr to --end-lr, and print the
     smoothed loss against the rate and a suggested base_lr.
@@ -62,11 +63,13 @@ def lr_find(config, data_dir, start_lr, end_lr, iters, smoothing, diverge, metho
       cnntrain lr-find configs/cifar10_quick.yaml --iters 300 --end-lr 1 -o lr.png
       cnntrain lr-find configs/resnet20_cifar10.yaml --suggest steepest --json
     """
+    from cnntrain.backend import open_device
     from cnntrain.config.overrides import load_experiment_with
     from cnntrain.tools import lr_find as lf
     from cnntrain.tools.plot import require_matplotlib
 
     exp = run_or_exit(load_experiment_with, config, overrides)
+    where = run_or_exit(open_device, device)
     keep = keep or runs_dir is not None
     if output:
         run_or_exit(require_matplotlib)   # before the training, not after it
@@ -77,7 +80,8 @@ def lr_find(config, data_dir, start_lr, end_lr, iters, smoothing, diverge, metho
 
     say(f"LR range test of {exp.name}: {iters} updates, rate {start_lr:g} -> {end_lr:g}")
     result = run_or_exit(lf.lr_find, exp, data_dir=data_dir, start_lr=start_lr, end_lr=end_lr,
-                         iters=iters, beta=smoothing, diverge=diverge, method=method, notify=say)
+                         iters=iters, beta=smoothing, diverge=diverge, method=method, notify=say,
+                         device=where)
     written = []
     if output:
         written.append(run_or_exit(lf.plot_curve, result, output, f"{exp.name}: LR range test"))
@@ -134,9 +138,11 @@ def _have_matplotlib() -> bool:
 @click.option("--name", help="The sweep folder's name [default: <config name>-sweep].")
 @click.option("--dry-run", is_flag=True, help="List the trials (each config validated) only.")
 @click.option("--progress", is_flag=True, help="Show each trial's progress bar.")
+@DEVICE
 @QUIET
 @JSON
-def sweep(config, data_dir, sets, fixed, runs_dir, name, dry_run, progress, quiet, as_json):
+def sweep(config, data_dir, sets, fixed, runs_dir, name, dry_run, progress, device, quiet,
+          as_json):
     """Train CONFIG once per combination of the --set values, one trial after another.
 
     Each trial is a normal run folder, <runs-dir>/<name>/trial-<k>-<settings>/, with
@@ -155,9 +161,11 @@ def sweep(config, data_dir, sets, fixed, runs_dir, name, dry_run, progress, quie
           --set solver.weight_decay=0,0.0005 --fix solver.max_iter=2000
       cnntrain sweep configs/cifar10_quick.yaml --set solver.stepvalue=[4000],[3000,4500] --dry-run
     """
+    from cnntrain.backend import open_device
     from cnntrain.tools.sweep import Sweep
 
     plan = run_or_exit(Sweep.plan, config, sets, runs_dir, name, fixed)
+    where = run_or_exit(open_device, device)     # before any trial: same verdict as a dry run
     if dry_run:
         if as_json:
             echo_json({**plan.as_dict(), "dry_run": True})
@@ -174,7 +182,7 @@ def sweep(config, data_dir, sets, fixed, runs_dir, name, dry_run, progress, quie
             return
         click.echo(line, err=as_json)
 
-    run_or_exit(plan.run, data_dir, say, progress and not (quiet or as_json))
+    run_or_exit(plan.run, data_dir, say, progress and not (quiet or as_json), where)
     if as_json:
         echo_json(plan.as_dict())
         return

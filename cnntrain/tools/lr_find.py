@@ -92,8 +92,11 @@ def lr_find(exp: ExperimentSpec, *, data_dir: str | None = None, start_lr: float
             end_lr: float = 10.0, iters: int = 200, beta: float = 0.98,
             diverge: float = 4.0, method: str = "min/10",
             notify: Callable[[str], None] = print,
-            on_step: Callable[[int, float, float], None] | None = None) -> LrFindResult:
-    """Run the range test on ``exp``'s TRAIN net; see the module docstring."""
+            on_step: Callable[[int, float, float], None] | None = None,
+            device=None) -> LrFindResult:
+    """Run the range test on ``exp``'s TRAIN net (on ``device``, default the CPU); see
+    the module docstring."""
+    from cnntrain.backend import CPU
     from cnntrain.solvers import make_solver
     from cnntrain.trainer import build_for
 
@@ -102,7 +105,7 @@ def lr_find(exp: ExperimentSpec, *, data_dir: str | None = None, start_lr: float
                           f"{end_lr:g}")
     if method not in SUGGESTIONS:
         raise ConfigError(f"unknown suggestion '{method}' (one of: {', '.join(SUGGESTIONS)})")
-    net, _, _ = build_for(exp, data_dir, notify)
+    net, _, _ = build_for(exp, data_dir, notify, device=device or CPU)
     net.init_from_data()
     solver = make_solver(exp.solver.values, net.params)
     result = LrFindResult(method=method)

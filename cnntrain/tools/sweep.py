@@ -199,9 +199,10 @@ class Sweep:
 
     # --- running -----------------------------------------------------------------------
     def run(self, data_dir: str | None = None, notify: Callable[[str], None] = print,
-            progress: bool = False) -> None:
-        """Train every trial not done yet, in order; a stop signal ends the sweep
-        (TrainingError), a diverged trial is marked failed and the next one starts."""
+            progress: bool = False, device=None) -> None:
+        """Train every trial not done yet, in order (on ``device``, default the CPU); a
+        stop signal ends the sweep (TrainingError), a diverged trial is marked failed
+        and the next one starts."""
         resumed = self.load_state()
         self.root.mkdir(parents=True, exist_ok=True)
         self.save_state()
@@ -213,11 +214,11 @@ class Sweep:
             if trial.status != "pending":
                 continue
             notify(f"trial {k}/{len(self.trials)}: {trial.name}")
-            self._run_trial(trial, data_dir, notify, progress)
+            self._run_trial(trial, data_dir, notify, progress, device)
             self.save_state()
             self.write_tables()
 
-    def _run_trial(self, trial: Trial, data_dir, notify, progress) -> None:
+    def _run_trial(self, trial: Trial, data_dir, notify, progress, device=None) -> None:
         from cnntrain.config.overrides import load_experiment_with
         from cnntrain.rundir import RunDir
         from cnntrain.trainer import Trainer
@@ -231,7 +232,7 @@ class Sweep:
             self._collect(trial)
             return
         trainer = Trainer(exp, runs_root=self.root, data_dir=data_dir, notify=notify,
-                          progress=progress)
+                          progress=progress, device=device)
         if latest is not None:
             trainer.resume(snapshots[latest])
             notify(f"  resuming {trial.name} at iteration {latest}")
