@@ -351,3 +351,13 @@ def test_lr_find_and_sweep_run_on_the_device(tiny, cupy):
                 "--device", "gpu", "--json")
     assert swept.exit_code == 0, swept.output
     assert [t["status"] for t in json.loads(swept.stdout)["trials"]] == ["done", "done"]
+
+
+def test_the_run_report_is_drawn_from_a_gpu_run(tiny, cupy):
+    """train --report reads filters and activation maps off the live net: on a GPU they
+    come back to the host for the pictures."""
+    tmp, data, config = tiny
+    _train(tmp, data, config, "--runs-dir", tmp / "runs", "--device", "gpu", "--report",
+           "--set", "solver.max_iter=6")
+    page = (tmp / "runs" / "tiny" / "report.html").read_text()
+    assert "conv1" in page and "<img" in page

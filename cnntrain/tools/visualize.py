@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from cnntrain.backend import to_host
 from cnntrain.errors import CnnTrainError
 from cnntrain.tools.png import grid, to_uint8, upscale, write_png
 
@@ -61,7 +62,7 @@ def filter_picture(layer) -> Picture:
     otherwise one gray tile per (filter, input channel), a row per filter. Each RGB
     filter is stretched to the full range on its own (its pattern, not its size);
     gray tiles share one scale per layer."""
-    weights = np.asarray(layer.blobs[0].data, np.float64)
+    weights = to_host(layer.blobs[0].data).astype(np.float64)
     if layer.type_name == "Deconvolution":      # (C_in, C_out/group, kh, kw): one filter per input
         weights = weights.transpose(1, 0, 2, 3)
     count, channels, kh, kw = weights.shape
@@ -94,7 +95,7 @@ def activation_pictures(net, position: int = 0) -> list[Picture]:
         if layer.type_name not in CONVOLUTIONS:
             continue
         top = layer.spec.top[0]
-        maps = np.array(net.output(top)[position], np.float64)
+        maps = to_host(net.output(top)[position]).astype(np.float64)
         shown = maps[:MAX_MAPS]
         low, high = float(shown.min()), float(shown.max())
         factor = _factor(max(maps.shape[1:]))
