@@ -1,12 +1,18 @@
 """Where a run's arrays live: the host (NumPy) or an NVIDIA GPU (CuPy).
 
 One :class:`Device` is chosen per run (``--device cpu|gpu[:N]``) and its array module
-``xp`` is what layers, the engine, solvers and fillers compute with, the way Chainer
-did it: the same textbook code runs on ``numpy`` or ``cupy``. What crosses between
-host and device does so in three places only, each once: a Data or Input layer hands
-its batch over (:meth:`Device.to_device`), parameters are drawn on the host from the
-run's seed and moved over (so a seed gives the same initial weights on either
-device), and snapshots, metrics and scores come back with :meth:`Device.to_host`.
+``xp`` is what the layers, solvers and the engine's shared helpers compute with, the
+way Chainer did it: the same textbook code runs on ``numpy`` or ``cupy``. The engine's
+CPU plans (threads, cache-sized chunks, Winograd) stay on the host; on a GPU the
+layers run their reference forms instead.
+
+What crosses between host and device does so explicitly, once each time:
+- host to device (:meth:`Device.to_device`): each batch from a Data or Input layer;
+  parameters, drawn on the host from the run's seed by the fillers (so a seed gives
+  the same initial weights on either device); Dropout's masks, drawn on the host for
+  the same reason; weights and solver state loaded from a snapshot;
+- device to host (:func:`to_host`): snapshots, the scores and labels that test
+  accuracy is counted from, the gradients for an MPI allreduce, pictures for reports.
 
 CuPy is imported only when a run asks for a GPU, so the CPU path costs nothing and
 needs nothing beyond the core install.
