@@ -152,19 +152,19 @@ class ConvPlan:
         np.copyto(out, w[:, :, :, ::-1, ::-1].transpose(0, 2, 3, 4, 1))
         return out.reshape(g, w.shape[2], -1)
 
-    def _columns(self, xp: np.ndarray, a: int, m: int, worker: int) -> np.ndarray:
-        """Columns (G, m*ho*wo, kh*kw*C/G) of images a..a+m of padded ``xp``, in the
+    def _columns(self, x_pad: np.ndarray, a: int, m: int, worker: int) -> np.ndarray:
+        """Columns (G, m*ho*wo, kh*kw*C/G) of images a..a+m of padded ``x_pad``, in the
         buffer of ``worker``; channel-first layers: (G, kh*kw*C/G, m*ho*wo)."""
-        chunk = xp[a:a + m]
+        chunk = x_pad[a:a + m]
         if self.channel_first:
-            k = self.kh * self.kw * xp.shape[1] // self.group
-            col = self.ws.get(f"col{worker}", (self.group, k, m * self.ho * self.wo), xp.dtype)
+            k = self.kh * self.kw * x_pad.shape[1] // self.group
+            col = self.ws.get(f"col{worker}", (self.group, k, m * self.ho * self.wo), x_pad.dtype)
             return im2col_nchw(chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo,
                                col, self.dh, self.dw)
         if self.one_by_one and self.group == 1:
             return chunk.reshape(1, m * self.ho * self.wo, -1)   # already the columns
-        k = self.kh * self.kw * xp.shape[3] // self.group
-        col = self.ws.get(f"col{worker}", (self.group, m * self.ho * self.wo, k), xp.dtype)
+        k = self.kh * self.kw * x_pad.shape[3] // self.group
+        col = self.ws.get(f"col{worker}", (self.group, m * self.ho * self.wo, k), x_pad.dtype)
         return im2col(chunk, self.kh, self.kw, self.sh, self.sw, self.ho, self.wo, col,
                       self.dh, self.dw)
 
@@ -204,14 +204,14 @@ class ConvPlan:
         if self.winograd is not None:
             raise RuntimeError("a Winograd plan keeps its input in its forward")
         if self.channel_first:
-            xp = self.ws.get("xp", (n, c, h + 2 * self.ph, w + 2 * self.pw), x.dtype,
+            x_pad = self.ws.get("x_pad", (n, c, h + 2 * self.ph, w + 2 * self.pw), x.dtype,
                              zero=True)
-            copy_over_batch(xp[:, :, self.ph:self.ph + h, self.pw:self.pw + w], x)
+            copy_over_batch(x_pad[:, :, self.ph:self.ph + h, self.pw:self.pw + w], x)
         else:
-            xp = self.ws.get("xp", (n, h + 2 * self.ph, w + 2 * self.pw, c), x.dtype,
+            x_pad = self.ws.get("x_pad", (n, h + 2 * self.ph, w + 2 * self.pw, c), x.dtype,
                              zero=True)
-            pad_to_nhwc(x, self.ph, self.pw, xp)
-        self.xp = xp
+            pad_to_nhwc(x, self.ph, self.pw, x_pad)
+        self.x_pad = x_pad
 
     def forward(self, x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None,
                 y: np.ndarray) -> np.ndarray:
@@ -220,12 +220,12 @@ class ConvPlan:
         if self.winograd is not None:
             return self.winograd.forward(x, weights, bias, y)
         self.prepare(x)
-        xp, wmat = self.xp, self._weight_matrix(weights)
+        x_pad, wmat = self.x_pad, self._weight_matrix(weights)
         rows = (self.group, self.cout // self.group)
 
         def chunk(_: int, __: bool, a: int, m: int, worker: int) -> None:
             pixels = m * self.ho * self.wo
-            col = self._columns(xp, a, m, worker)
+            col = self._columns(x_pad, a, m, worker)
             if self.channel_first:
                 yb = self.ws.get(f"out{worker}", rows + (pixels,), x.dtype)
                 channel_major_to_nchw(gemm(wmat, col, out=yb), y[a:a + m], bias)
@@ -264,7 +264,7 @@ class ConvPlan:
             if want_dw:
                 product = (dw_parts[g] if first
                            else self.ws.get(f"dw{worker}", dw_shape, dy.dtype))
-                col = self._columns(self.xp, a, m, worker)
+                col = self._columns(self.x_pad, a, m, worker)
                 gemm(col if self.channel_first else col.transpose(0, 2, 1),
                      dyb.transpose(0, 2, 1), out=product)
                 if not first:

@@ -85,28 +85,28 @@ def _to_nchw(dst: np.ndarray, src: np.ndarray, bias: np.ndarray | None,
     return out
 
 
-def _windows(xp: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int, ho: int,
+def _windows(x_pad: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int, ho: int,
              wo: int, dh: int, dw: int) -> np.ndarray:
-    """Read-only view (G, N, ho, wo, kh, kw, C/G) of every receptive field of NHWC ``xp``
+    """Read-only view (G, N, ho, wo, kh, kw, C/G) of every receptive field of NHWC ``x_pad``
     (kernel taps ``dh``/``dw`` pixels apart: dilation)."""
-    n, _, _, c = xp.shape
-    s_n, s_h, s_w, s_c = xp.strides
+    n, _, _, c = x_pad.shape
+    s_n, s_h, s_w, s_c = x_pad.strides
     shape = (groups, n, ho, wo, kh, kw, c // groups)
     strides = (c // groups * s_c, s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c)
-    if xp.flags.c_contiguous:
+    if x_pad.flags.c_contiguous:
         # The plain constructor: a few µs less than as_strided, once per chunk.
-        view = np.ndarray(shape, xp.dtype, buffer=xp, strides=strides)
+        view = np.ndarray(shape, x_pad.dtype, buffer=x_pad, strides=strides)
         view.flags.writeable = False
         return view
-    return as_strided(xp, shape, strides, writeable=False)
+    return as_strided(x_pad, shape, strides, writeable=False)
 
 
 @accounted("im2col")
-def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
+def im2col(x_pad: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
            out: np.ndarray, dh: int = 1, dw: int = 1) -> np.ndarray:
-    """Columns of padded NHWC ``xp`` into ``out`` (G, N*ho*wo, kh*kw*C/G); G = out.shape[0]."""
+    """Columns of padded NHWC ``x_pad`` into ``out`` (G, N*ho*wo, kh*kw*C/G); G = out.shape[0]."""
     groups = out.shape[0]
-    view = _windows(xp, groups, kh, kw, sh, sw, ho, wo, dh, dw)
+    view = _windows(x_pad, groups, kh, kw, sh, sw, ho, wo, dh, dw)
     copy_over_batch(out.reshape(view.shape), view, axis=1)
     return out
 
@@ -141,21 +141,21 @@ def col2im(col: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int
 # Columns are then (G, kh*kw*C/G, N*ho*wo), the receptive field in (c, i, j) order:
 # Caffe's weight layout as it is.
 
-def _windows_nchw(xp: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int,
+def _windows_nchw(x_pad: np.ndarray, groups: int, kh: int, kw: int, sh: int, sw: int,
                   ho: int, wo: int, dh: int, dw: int) -> np.ndarray:
-    """Read-only view (G, C/G, kh, kw, N, ho, wo) of every receptive field of NCHW ``xp``."""
-    n, c = xp.shape[:2]
-    s_n, s_c, s_h, s_w = xp.strides
-    return as_strided(xp, (groups, c // groups, kh, kw, n, ho, wo),
+    """Read-only view (G, C/G, kh, kw, N, ho, wo) of every receptive field of NCHW ``x_pad``."""
+    n, c = x_pad.shape[:2]
+    s_n, s_c, s_h, s_w = x_pad.strides
+    return as_strided(x_pad, (groups, c // groups, kh, kw, n, ho, wo),
                       (c // groups * s_c, s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw),
                       writeable=False)
 
 
 @accounted("im2col")
-def im2col_nchw(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
+def im2col_nchw(x_pad: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
                 out: np.ndarray, dh: int = 1, dw: int = 1) -> np.ndarray:
-    """Channel-first columns of padded NCHW ``xp`` into ``out`` (G, kh*kw*C/G, N*ho*wo)."""
-    view = _windows_nchw(xp, out.shape[0], kh, kw, sh, sw, ho, wo, dh, dw)
+    """Channel-first columns of padded NCHW ``x_pad`` into ``out`` (G, kh*kw*C/G, N*ho*wo)."""
+    view = _windows_nchw(x_pad, out.shape[0], kh, kw, sh, sw, ho, wo, dh, dw)
     copy_over_batch(out.reshape(view.shape), view, axis=4)
     return out
 

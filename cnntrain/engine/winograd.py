@@ -136,19 +136,20 @@ def tiling(ho: int, wo: int, m: int) -> Tiling:
     return Tiling(m, ho, wo, -(-ho // m), -(-wo // m))
 
 
-def _tile_view(xp: np.ndarray, tl: Tiling) -> np.ndarray:
-    """(t, t, n, th, tw, C) view of the overlapping input tiles of padded NHWC ``xp``."""
-    s_n, s_h, s_w, s_c = xp.strides
-    n, c = xp.shape[0], xp.shape[3]
+def _tile_view(x_pad: np.ndarray, tl: Tiling) -> np.ndarray:
+    """(t, t, n, th, tw, C) view of the overlapping input tiles of padded NHWC ``x_pad``."""
+    s_n, s_h, s_w, s_c = x_pad.strides
+    n, c = x_pad.shape[0], x_pad.shape[3]
     t = tl.m + 2
-    return as_strided(xp, (t, t, n, tl.th, tl.tw, c),
+    return as_strided(x_pad, (t, t, n, tl.th, tl.tw, c),
                       (s_h, s_w, s_n, s_h * tl.m, s_w * tl.m, s_c), writeable=False)
 
 
 @accounted("im2col")
-def gather_tiles(xp: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
-    """The input tiles of padded NHWC ``xp`` (n, rows, cols, C) into ``out`` (t², n*th*tw, C)."""
-    view = _tile_view(xp, tl)
+def gather_tiles(x_pad: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
+    """The input tiles of padded NHWC ``x_pad`` (n, rows, cols, C) into ``out``
+    (t², n*th*tw, C)."""
+    view = _tile_view(x_pad, tl)
     np.copyto(out.reshape(view.shape), view)
     return out
 
@@ -222,12 +223,12 @@ class WinogradConvolution:
         count = min(n, count + count % 2)        # even: two workers get equal shares
         return [n * i // count for i in range(count + 1)]
 
-    def _transformed_tiles(self, xp: np.ndarray, a: int, m: int, worker: int) -> np.ndarray:
-        """V (t², tiles, C) of images a..a+m of padded NHWC ``xp``."""
+    def _transformed_tiles(self, x_pad: np.ndarray, a: int, m: int, worker: int) -> np.ndarray:
+        """V (t², tiles, C) of images a..a+m of padded NHWC ``x_pad``."""
         t2, p = self.tr.t ** 2, self.tl.tiles(m)
-        d = gather_tiles(xp[a:a + m], self.tl,
-                         self.ws.get(f"wino_d{worker}", (t2, p, self.c), xp.dtype))
-        v = self.ws.get(f"wino_v{worker}", (t2, p, self.c), xp.dtype)
+        d = gather_tiles(x_pad[a:a + m], self.tl,
+                         self.ws.get(f"wino_d{worker}", (t2, p, self.c), x_pad.dtype))
+        v = self.ws.get(f"wino_v{worker}", (t2, p, self.c), x_pad.dtype)
         gemm(self.tr.input, d.reshape(t2, -1), out=v.reshape(t2, -1))
         return v
 
@@ -237,7 +238,7 @@ class WinogradConvolution:
         t2, m2, tl = self.tr.t ** 2, self.tr.m ** 2, self.tl
         # The border (padding, and the last tiles' overhang) is zero from the start
         # and never written.
-        self.xp = xp = pad_to_nhwc(x, self.ph, self.pw, self.ws.get(
+        self.x_pad = x_pad = pad_to_nhwc(x, self.ph, self.pw, self.ws.get(
             "wino_xp", (n, tl.rows, tl.cols, self.c), x.dtype, zero=True))
         self.ut = ut = transform_kernels(
             weight, self.tr, self.ws.get("wino_u", (t2, self.cout, self.c), x.dtype))
@@ -246,7 +247,7 @@ class WinogradConvolution:
         def chunk(i: int, worker: int) -> None:
             a, m = chunks[i], chunks[i + 1] - chunks[i]
             p = tl.tiles(m)
-            v = self._transformed_tiles(xp, a, m, worker)
+            v = self._transformed_tiles(x_pad, a, m, worker)
             prod = self.ws.get(f"wino_m{worker}", (t2, self.cout, p), x.dtype)
             gemm(ut, v.transpose(0, 2, 1), out=prod)
             y = self.ws.get(f"wino_y{worker}", (m2, self.cout, p), x.dtype)
@@ -263,7 +264,7 @@ class WinogradConvolution:
         (unless None). Uses the input and kernels of the last forward."""
         n = dy.shape[0]
         t2, m2, tl = self.tr.t ** 2, self.tr.m ** 2, self.tl
-        xp, ut = self.xp, self.ut
+        x_pad, ut = self.x_pad, self.ut
         chunks = self._chunks(n)
         count = len(chunks) - 1
         # Runs of chunks, each summing its kernel gradient in a buffer of its own: as
@@ -286,7 +287,7 @@ class WinogradConvolution:
         def chunk(i: int, du: np.ndarray, worker: int) -> None:
             a, m = chunks[i], chunks[i + 1] - chunks[i]
             p = tl.tiles(m)
-            v = self._transformed_tiles(xp, a, m, worker)
+            v = self._transformed_tiles(x_pad, a, m, worker)
             dyb = nchw_to_blocks(dy[a:a + m], tl,
                                  self.ws.get(f"wino_dy{worker}", (m2, self.cout, p), dy.dtype))
             dm = self.ws.get(f"wino_dm{worker}", (t2, self.cout, p), dy.dtype)
