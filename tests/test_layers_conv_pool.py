@@ -391,6 +391,8 @@ def caffe_max_routing(x, dy, k, s, p):
     dict(kernel_size=3, stride=2, pad=1),
     dict(kernel_h=3, kernel_w=2, stride_h=2, stride_w=3),
     dict(kernel_size=2, stride=1),
+    dict(kernel_size=2, stride=2, round_mode="FLOOR"),    # windows that tile the input
+    dict(kernel_h=3, kernel_w=2, stride_h=3, stride_w=2),
 ])
 def test_max_pool_routes_ties_to_the_first_maximum_like_caffe(params):
     """Inputs of a few distinct values (ReLU zeros are the everyday case) tie in most
@@ -414,21 +416,25 @@ def test_mean_pool_spreads_gradient_evenly():
     np.testing.assert_array_equal(dx, np.ones((1, 1, 2, 2)))
 
 
-@pytest.mark.parametrize("pad", [0, 1])
-def test_max_pool_routes_windows_of_inf_and_nan_to_a_pixel_of_the_window(pad):
+@pytest.mark.parametrize("kernel, stride, pad", [(3, 2, 0), (3, 2, 1), (2, 2, 0)])
+def test_max_pool_routes_windows_of_inf_and_nan_to_a_pixel_of_the_window(kernel, stride, pad):
     """A window of -inf matches its max at its first element, a NaN window nowhere
     (it routes to its first element too). Without padding that element is a real
-    pixel, so every output's gradient lands in dx; nothing is written out of bounds."""
-    shape = (2, 2, 7, 7)
-    layer, (top,) = make_layer("Pooling", [shape],
-                               pooling_param=dict(pool="MAX", kernel_size=3, stride=2, pad=pad))
+    pixel, so every output's gradient lands in dx; nothing is written out of bounds.
+    2x2/2 on 8 pixels: windows that tile the input, each pixel in one window."""
+    shape = (2, 2, 7, 7) if kernel == 3 else (2, 2, 8, 8)
+    layer, (top,) = make_layer("Pooling", [shape], pooling_param=dict(
+        pool="MAX", kernel_size=kernel, stride=stride, pad=pad))
     x = distinct_values(shape, seed=5)
     x[0, 0, :4, :4] = -np.inf
     x[1, 1, 3, 3] = np.nan
     dy = np.random.default_rng(6).uniform(1, 2, top)
-    layer.forward([x])
+    y, = layer.forward([x])
     (dx,) = layer.backward([dy], [True])
     assert np.isfinite(dx).all()
+    y_ref, dx_ref = pool_references(layer, x, dy)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=0)   # overlaps add in any order
     if pad == 0:
         np.testing.assert_allclose(dx.sum(axis=(2, 3)), dy.sum(axis=(2, 3)), rtol=1e-12)
         assert dx[0, 0, 0, 0] == dy[0, 0, 0, 0]     # the all -inf window, to its corner

@@ -34,9 +34,14 @@ from cnntrain.backend import array_module
 # the work saves: elements copied or passed through a ufunc, multiply-adds of a GEMM.
 MIN_SPLIT_ELEMENTS = 1 << 16
 MIN_SPLIT_MACS = 1 << 22
-# Elements per chunk of a many-pass element-wise job (``over_chunks``): its float64
-# temporaries (128 KB each) then stay in a core's L2 cache from one pass to the next.
-CACHE_CHUNK = 1 << 14
+# Elements per chunk of a many-pass element-wise job (``over_chunks``): its
+# temporaries (256 KB in float32, 512 KB in float64) then stay in a core's L2 cache, or
+# near it, from one pass to the next. Each pass is a NumPy call that takes and drops the
+# GIL, so chunks must not be too small either: at 16 K elements two workers fought over
+# the GIL for ~2 µs passes and ran GELU slower than one (512 x 64 x 16 x 16 float32,
+# tanh form: 49 ms on 2 workers, 35 on one); at 64 K, 27 and 29 ms (exact form: 113
+# and 171 ms, was 166 and 186). 128 K was faster still on 2 workers, slower on one.
+CACHE_CHUNK = 1 << 16
 
 _pool: ThreadPoolExecutor | None = None
 _workers: int | None = None

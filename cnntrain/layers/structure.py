@@ -144,7 +144,7 @@ class Eltwise(Layer):
             if len(p.coeff) != len(bottom_shapes):
                 raise SetupError(f"needs one coefficient per bottom ({len(bottom_shapes)}), got "
                                  f"{len(p.coeff)}", "eltwise_param.coeff")
-        self.coeff = p.coeff or (1.0,) * len(bottom_shapes)
+        self.coeff = tuple(p.coeff or (1.0,) * len(bottom_shapes))
         self.stable = p.stable_prod_grad
         return [first]
 
@@ -157,8 +157,13 @@ class Eltwise(Layer):
 
             def elements(s: slice) -> None:
                 ys = flat[0][s]
-                xp.multiply(flat[1][s], t(self.coeff[0]), out=ys)
-                for c, x in zip(self.coeff[1:], flat[2:]):
+                if self.coeff[:2] == (1.0, 1.0):
+                    xp.add(flat[1][s], flat[2][s], out=ys)    # the usual case: one pass
+                    rest = zip(self.coeff[2:], flat[3:])
+                else:
+                    xp.multiply(flat[1][s], t(self.coeff[0]), out=ys)
+                    rest = zip(self.coeff[1:], flat[2:])
+                for c, x in rest:
                     ys += x[s] * t(c) if c != 1 else x[s]
             over_slices(y.size, elements, y.size * len(bottom))
         elif self.op == "PROD":
@@ -181,6 +186,8 @@ class Eltwise(Layer):
         for i, want in enumerate(propagate_down):
             if not want:
                 out.append(None)
+            elif self.op == "SUM" and self.coeff[i] == 1:
+                out.append(dy)        # passed on as it is, as Bias does
             elif self.op == "SUM":
                 dx = self.buffer(f"dx{i}", dy.shape, dy.dtype)
                 out.append(ufunc_over_batch(self.xp.multiply, dx, dy, t(self.coeff[i])))
