@@ -67,7 +67,7 @@ except ImportError:  # pragma: no cover
     sys.exit("compare_torch.py needs PyTorch (CPU build); see bench/README.md "
              "(pip install -r bench/requirements.txt in a separate venv)")
 
-from cnntrain.backend import to_host  # noqa: E402
+from cnntrain.backend import CPU, to_host  # noqa: E402
 from cnntrain.config.validate import load_experiment, parse_net  # noqa: E402
 from cnntrain.errors import CnnTrainError  # noqa: E402
 from cnntrain.layers import BuildContext  # noqa: E402
@@ -140,15 +140,12 @@ def bench_net_dict(config: Path, batch: int | None) -> tuple[dict, int, tuple[in
     return {"name": net_raw.get("name", "net"), "layer": layers}, batch_used, image_shape
 
 
-def build_cnntrain(config: Path, batch: int | None, seed: int, device=None):
+def build_cnntrain(config: Path, batch: int | None, seed: int, device=CPU):
     net_raw, batch, _ = bench_net_dict(config, batch)
     scales = {l["name"]: l.pop("_bench_scale", 1.0) for l in net_raw["layer"]}
     exp = load_experiment(config)                # the solver values (and a full validation)
     spec = parse_net(net_raw, f"{config} (bench: Data -> Input)")
-    ctx = BuildContext(RngStreams(seed), np.float32)
-    if device is not None:
-        ctx.device = device
-    net = Net(spec, "TRAIN", ctx)
+    net = Net(spec, "TRAIN", BuildContext(RngStreams(seed), np.float32, device=device))
     inputs = [n for n in net.nodes if n.layer.spec.type == "Input"]
     if len(inputs) != 1:
         raise BenchError(f"expected one Input layer in the bench net, found {len(inputs)}")

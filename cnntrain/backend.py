@@ -68,9 +68,6 @@ class Device:
             return to_host(array)
         return self.xp.asarray(array)
 
-    def to_host(self, array: Any) -> Any:
-        return to_host(array)
-
     def synchronize(self) -> None:
         """Wait for queued device work (timing needs it; results do not)."""
         if not self.is_cpu:

@@ -245,7 +245,7 @@ class GradientAllreduce:
         """Average this step over the ranks; returns (mean loss, any rank asked to stop)."""
         buf = self.buffer
         arrays = [p.diff for p in self.learned] + [p.data for p in self.statistics]
-        count = sum(a.size for a in arrays)
+        count = buf.size - 2                        # the parameters' part of the buffer
         xp = array_module(*arrays)
         if xp is np:
             offset = 0

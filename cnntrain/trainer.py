@@ -72,7 +72,7 @@ class Trainer:
     def __init__(self, exp: ExperimentSpec, *, runs_root: Path, data_dir: str | None = None,
                  notify: Callable[[str], None] = print, progress: bool = True,
                  callbacks: Sequence[Callback] = (), comm: Communicator | None = None,
-                 resume_flags: Sequence[str] = (), device: Device | None = None):
+                 resume_flags: Sequence[str] = (), device: Device = CPU):
         self.exp, self.s = exp, exp.solver
         self.runs_root, self.data_dir = Path(runs_root), data_dir
         # Flags of the command line that shape the run (--plot, --report, ...): the
@@ -87,7 +87,7 @@ class Trainer:
         self.interrupted = False      # stopped by SIGINT/SIGTERM (resumable as it was)
         self.comm = comm
         self._stop_request: _StopRequest | None = None
-        self.device = device or CPU
+        self.device = device
         if comm is None:
             self.train_net, self.test_net, self.rngs = build_for(exp, data_dir, notify,
                                                                  device=self.device)

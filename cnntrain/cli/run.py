@@ -60,15 +60,11 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
       cnntrain train configs/fast94_cifar10.yaml --device gpu
       mpiexec -n 2 cnntrain train configs/cifar10_quick.yaml   (data parallel)
     """
-    from cnntrain.backend import parse_device
+    from cnntrain.backend import open_device
 
     exp = run_or_exit(_experiment, config, overrides, resume)
-    run_or_exit(parse_device, device)
     if dry_run:
-        if device != "cpu":    # the same verdict as train: a GPU that is not there
-            from cnntrain.backend import open_device
-
-            run_or_exit(open_device, device)
+        run_or_exit(open_device, device)   # train's verdict on a device that is not there
         run_or_exit(print_summary, exp, as_json)
         if (tensorboard or exp.logging.tensorboard) and not as_json:
             _note_missing_tensorboard()
@@ -92,7 +88,9 @@ def train(config, data_dir, resume, weights, runs_dir, overrides, dry_run, plot,
         flags += ["--device", device]
     extras = [] if follower else _callbacks(exp, runs_dir, plot, report, tensorboard, say)
     run = run_or_exit if comm is None else functools.partial(run_or_abort, comm)
-    where = _open_device(run, device, comm)
+    # Under mpiexec a GPU is chosen by the process's rank on its machine.
+    local_rank = comm.local_rank() if comm is not None and device != "cpu" else None
+    where = run(open_device, device, local_rank)
     trainer = run(_trainer, exp, data_dir, resume, weights, runs_dir, progress, extras, say,
                   flags, comm, where)
     if comm is not None:
@@ -185,17 +183,8 @@ def _experiment(config, overrides, resume):
     return snapshot_experiment(resume)
 
 
-def _open_device(run, device: str, comm):
-    """The run's device, opened (``run``: how a failure ends the command)."""
-    from cnntrain.backend import open_device
-
-    if device == "cpu":
-        return open_device(device)
-    return run(lambda: open_device(device, comm.local_rank() if comm is not None else None))
-
-
 def _trainer(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say, flags,
-             comm=None, device=None):
+             comm, device):
     """The Trainer, at its starting point (a snapshot resumed, or weights copied in)."""
     from cnntrain.errors import ConfigError
     from cnntrain.trainer import Trainer
@@ -205,7 +194,7 @@ def _trainer(exp, data_dir, resume, weights, runs_dir, progress, callbacks, say,
     trainer = Trainer(exp, runs_root=Path(runs_dir), data_dir=data_dir, notify=say,
                       progress=progress, callbacks=callbacks, comm=comm,
                       resume_flags=flags, device=device)
-    if device is not None and not device.is_cpu:
+    if not device.is_cpu:
         say(f"computing on {device}")
     if resume:
         trainer.resume(resume)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cnntrain.backend import CPU, Device
 from cnntrain.config import parse_layer
 from cnntrain.config.specs import LayerSpec, NetSpec
 
@@ -116,23 +117,21 @@ def _pixel_range(transform) -> tuple[float, float]:
 
 def net_with_random_inputs(exp, *, batch: int | None = None, seed: int = 0,
                            dtype=np.float32, phase: str = "TRAIN",
-                           force_backward: bool = False, device=None):
+                           force_backward: bool = False, device: Device = CPU):
     """``exp``'s net with Data layers replaced by Input layers (batch ``batch``, or the
     config's) holding random inputs: labels are random valid classes, other inputs are
     spread away from kinks (:func:`distinct_values`) over the range the Data layer's
     transform would produce (pixels 0..255, mean subtracted, scaled), so activations
     have their real scale; inputs of the config's own Input layers lie in [-1, 1].
-    ``device``: where the net runs (default the CPU; the inputs are drawn on the host
-    either way). Returns the net and its label blobs (name -> class count)."""
+    ``device``: where the net runs (the inputs are drawn on the host either way). Returns the net and its label blobs (name -> class count)."""
     from cnntrain.layers import BuildContext
     from cnntrain.net import Net
     from cnntrain.rng import RngStreams
 
     spec, stand_ins = replace_data_layers(exp.net, batch)
     ranges = {s.data_top: _pixel_range(s.transform_param) for s in stand_ins}
-    ctx = BuildContext(RngStreams(exp.solver.random_seed), dtype, notify=lambda _: None)
-    if device is not None:
-        ctx.device = device
+    ctx = BuildContext(RngStreams(exp.solver.random_seed), dtype, notify=lambda _: None,
+                       device=device)
     net = Net(spec, phase, ctx, force_backward=force_backward)
     labels = label_blobs(net)
     rng = np.random.default_rng(seed)

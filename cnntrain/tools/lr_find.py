@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from cnntrain.backend import CPU, Device
 from cnntrain.config.specs import ExperimentSpec
 from cnntrain.errors import CnnTrainError, ConfigError
 
@@ -93,10 +94,9 @@ def lr_find(exp: ExperimentSpec, *, data_dir: str | None = None, start_lr: float
             diverge: float = 4.0, method: str = "min/10",
             notify: Callable[[str], None] = print,
             on_step: Callable[[int, float, float], None] | None = None,
-            device=None) -> LrFindResult:
-    """Run the range test on ``exp``'s TRAIN net (on ``device``, default the CPU); see
-    the module docstring."""
-    from cnntrain.backend import CPU
+            device: Device = CPU) -> LrFindResult:
+    """Run the range test on ``exp``'s TRAIN net (on ``device``); see the module
+    docstring."""
     from cnntrain.solvers import make_solver
     from cnntrain.trainer import build_for
 
@@ -105,7 +105,7 @@ def lr_find(exp: ExperimentSpec, *, data_dir: str | None = None, start_lr: float
                           f"{end_lr:g}")
     if method not in SUGGESTIONS:
         raise ConfigError(f"unknown suggestion '{method}' (one of: {', '.join(SUGGESTIONS)})")
-    net, _, _ = build_for(exp, data_dir, notify, device=device or CPU)
+    net, _, _ = build_for(exp, data_dir, notify, device=device)
     net.init_from_data()
     solver = make_solver(exp.solver.values, net.params)
     result = LrFindResult(method=method)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from cnntrain.backend import CPU, Device
 from cnntrain.errors import CnnTrainError, ConfigError, TrainingError
 
 STATE_FILE = "sweep.json"
@@ -199,8 +200,8 @@ class Sweep:
 
     # --- running -----------------------------------------------------------------------
     def run(self, data_dir: str | None = None, notify: Callable[[str], None] = print,
-            progress: bool = False, device=None) -> None:
-        """Train every trial not done yet, in order (on ``device``, default the CPU); a
+            progress: bool = False, device: Device = CPU) -> None:
+        """Train every trial not done yet, in order (on ``device``); a
         stop signal ends the sweep (TrainingError), a diverged trial is marked failed
         and the next one starts."""
         resumed = self.load_state()
@@ -218,7 +219,7 @@ class Sweep:
             self.save_state()
             self.write_tables()
 
-    def _run_trial(self, trial: Trial, data_dir, notify, progress, device=None) -> None:
+    def _run_trial(self, trial: Trial, data_dir, notify, progress, device: Device) -> None:
         from cnntrain.config.overrides import load_experiment_with
         from cnntrain.rundir import RunDir
         from cnntrain.trainer import Trainer
