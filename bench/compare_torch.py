@@ -639,8 +639,12 @@ def load_avg() -> tuple[float, float, float] | None:
 
 
 # --- per-layer profile of cnntrain ---------------------------------------------------
-def profile_cnntrain(net, solver, steps: int) -> list[tuple[str, float, float]]:
-    """Mean ms per step spent in each layer's forward and backward, and in the solver."""
+def profile_cnntrain(net, solver, steps: int) -> tuple[list[tuple[str, float, float]],
+                                                      dict[str, float]]:
+    """Mean ms per step spent in each layer's forward and backward, and in the solver;
+    and mean ms per step in the engine's kernels by kind (GEMM, im2col/col2im), as
+    ``cnntrain time`` splits them."""
+    from cnntrain.engine.accounting import kernel_time
     acc: dict[str, list[float]] = {}
     originals = []
     for node in net.nodes:
@@ -659,25 +663,26 @@ def profile_cnntrain(net, solver, steps: int) -> list[tuple[str, float, float]]:
             setattr(layer, attr, timed)
     extra = {"clear_param_diffs": 0.0, "solver.apply_update": 0.0, "net overhead": 0.0}
     try:
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            net.clear_param_diffs()
-            t1 = time.perf_counter()
-            net.forward()
-            net.backward()
-            t2 = time.perf_counter()
-            solver.apply_update()
-            t3 = time.perf_counter()
-            extra["clear_param_diffs"] += t1 - t0
-            extra["solver.apply_update"] += t3 - t2
-            extra["net overhead"] += t2 - t1
+        with kernel_time() as kernels:
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                net.clear_param_diffs()
+                t1 = time.perf_counter()
+                net.forward()
+                net.backward()
+                t2 = time.perf_counter()
+                solver.apply_update()
+                t3 = time.perf_counter()
+                extra["clear_param_diffs"] += t1 - t0
+                extra["solver.apply_update"] += t3 - t2
+                extra["net overhead"] += t2 - t1
     finally:
         for layer, attr in originals:
             delattr(layer, attr)           # back to the class method
     extra["net overhead"] -= sum(f + b for f, b in acc.values())
     rows = [(name, f * 1e3 / steps, b * 1e3 / steps) for name, (f, b) in acc.items()]
     rows += [(name, v * 1e3 / steps, 0.0) for name, v in extra.items()]
-    return rows
+    return rows, {kind: seconds * 1e3 / steps for kind, seconds in kernels.items()}
 
 
 # --- main ----------------------------------------------------------------------------
@@ -853,14 +858,22 @@ def main(argv=None) -> int:
               f"{s['q3_ms']:8.2f} {s['max_ms']:8.2f} {batch / s['median_ms'] * 1e3:8.0f}")
     print(f"ratio cnntrain/torch (medians): {ratio:.2f}x")
 
+    kernels = None
     if args.profile:
-        rows = profile_cnntrain(net, solver, args.profile)
+        rows, kernels = profile_cnntrain(net, solver, args.profile)
         total = sum(f + b for _, f, b in rows)
         print(f"\ncnntrain per layer, mean over {args.profile} steps (ms):")
         print(f"{'layer':32} {'forward':>8} {'backward':>9} {'share':>6}")
         for name, f, b in sorted(rows, key=lambda r: -(r[1] + r[2])):
             print(f"{name:32} {f:8.2f} {b:9.2f} {100 * (f + b) / total:5.1f}%")
         print(f"{'total':32} {total:18.2f}")
+        # The floor an im2col + BLAS engine cannot go below: its GEMMs alone, at the
+        # rate the BLAS reaches for these shapes, against torch's whole step.
+        torch_ms = st["torch"]["median_ms"]
+        print(f"cnntrain's GEMMs alone: {kernels['gemm']:.2f} ms per step "
+              f"({100 * kernels['gemm'] / total:.0f} % of its step), im2col/col2im "
+              f"{kernels['im2col']:.2f} ms; torch's whole step {torch_ms:.2f} ms, so "
+              f"the GEMMs alone are {kernels['gemm'] / torch_ms:.2f}x torch's step")
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(args.profile):
@@ -887,6 +900,9 @@ def main(argv=None) -> int:
             "cnntrain": st["cnntrain"], "torch_side": st["torch"],
             "ratio_cnntrain_over_torch": ratio,
         }
+        if kernels is not None:
+            record["cnntrain_kernel_ms"] = kernels
+            record["gemm_alone_over_torch"] = kernels["gemm"] / st["torch"]["median_ms"]
         print(json.dumps(record))
     return 0
 
