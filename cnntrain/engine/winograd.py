@@ -166,6 +166,22 @@ def scatter_tiles(tiles: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
     return out
 
 
+# Blocks and NCHW planes are exchanged a few channels at a time, so that the 16
+# strided copies (one per position within a block) revisit the same ~512 KB of the
+# NCHW side while it is in cache instead of streaming a whole chunk's output through
+# it 16 times. One thread, float32, blocks_to_nchw on two Xeon hosts (2 MB L2 a core):
+# 16 x 256 x 15 x 15 2.07 -> 1.32 and 2.82 -> 1.79 ms, 24 x 64 x 31 x 31 2.84 -> 1.44
+# and 3.55 -> 1.97 ms, 64 x 256 x 7 x 7 2.10 -> 1.78 and 2.97 -> 2.43 ms.
+PLANES_BYTES = 512 << 10
+
+
+def _channel_slices(nchw: np.ndarray) -> list[slice]:
+    """Slices of the channels of ``nchw`` (n, k, h, w) of about ``PLANES_BYTES`` each."""
+    n, k, h, w = nchw.shape
+    step = max(1, PLANES_BYTES // max(1, n * h * w * nchw.itemsize))
+    return [slice(c, min(k, c + step)) for c in range(0, k, step)]
+
+
 def blocks_to_nchw(y: np.ndarray, tl: Tiling, out: np.ndarray,
                    bias: np.ndarray | None = None) -> np.ndarray:
     """Output blocks (m², Cout, n*th*tw) into NCHW ``out`` (n, Cout, ho, wo), adding
@@ -173,13 +189,14 @@ def blocks_to_nchw(y: np.ndarray, tl: Tiling, out: np.ndarray,
     overhang past the output left out."""
     n, k = out.shape[:2]
     blocks = y.reshape(tl.m, tl.m, k, n, tl.th, tl.tw)
-    for a, b, rows, cols in tl.block_offsets():
-        src = blocks[a, b, :, :, :rows, :cols].transpose(1, 0, 2, 3)
-        dst = out[:, :, a::tl.m, b::tl.m]
-        if bias is None:
-            np.copyto(dst, src)
-        else:
-            np.add(src, bias.reshape(1, -1, 1, 1), out=dst)
+    for ch in _channel_slices(out):
+        for a, b, rows, cols in tl.block_offsets():
+            src = blocks[a, b, ch, :, :rows, :cols].transpose(1, 0, 2, 3)
+            dst = out[:, ch, a::tl.m, b::tl.m]
+            if bias is None:
+                np.copyto(dst, src)
+            else:
+                np.add(src, bias[ch].reshape(1, -1, 1, 1), out=dst)
     return out
 
 
@@ -188,12 +205,15 @@ def nchw_to_blocks(dy: np.ndarray, tl: Tiling, out: np.ndarray) -> np.ndarray:
     ``blocks_to_nchw``' adjoint, zero where a block overhangs the output."""
     n, k = dy.shape[:2]
     blocks = out.reshape(tl.m, tl.m, k, n, tl.th, tl.tw)
-    for a, b, rows, cols in tl.block_offsets():
-        part = blocks[a, b]
-        part[:, :, rows:].fill(0)
-        part[:, :, :rows, cols:].fill(0)
-        np.copyto(part[:, :, :rows, :cols], dy[:, :, a::tl.m, b::tl.m].transpose(1, 0, 2, 3))
+    for ch in _channel_slices(dy):
+        for a, b, rows, cols in tl.block_offsets():
+            part = blocks[a, b, ch]
+            part[:, :, rows:].fill(0)
+            part[:, :, :rows, cols:].fill(0)
+            np.copyto(part[:, :, :rows, :cols], dy[:, ch, a::tl.m, b::tl.m].transpose(1, 0, 2, 3))
     return out
+
+
 class WinogradConvolution:
     """A 3x3, stride-1, undilated, ungrouped convolution of one geometry by F(m, 3).
 
