@@ -43,7 +43,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from cnntrain.engine.accounting import accounted, gemm
 from cnntrain.engine.im2col import pad_to_nhwc
-from cnntrain.engine.parallel import MIN_SPLIT_MACS, over_items
+from cnntrain.engine.parallel import MIN_SPLIT_MACS, over_items, slices
 
 # Bᵀ, G, Aᵀ for F(2, 3) (points 0, ±1, ∞) and F(4, 3) (points 0, ±1, ±2, ∞).
 _MATRICES = {
@@ -176,10 +176,9 @@ PLANES_BYTES = 512 << 10
 
 
 def _channel_slices(nchw: np.ndarray) -> list[slice]:
-    """Slices of the channels of ``nchw`` (n, k, h, w) of about ``PLANES_BYTES`` each."""
-    n, k, h, w = nchw.shape
-    step = max(1, PLANES_BYTES // max(1, n * h * w * nchw.itemsize))
-    return [slice(c, min(k, c + step)) for c in range(0, k, step)]
+    """Near-equal slices of the channels of ``nchw`` (n, k, h, w), each of about
+    ``PLANES_BYTES`` at most (one channel at least)."""
+    return slices(nchw.shape[1], -(-nchw.nbytes // PLANES_BYTES))
 
 
 def blocks_to_nchw(y: np.ndarray, tl: Tiling, out: np.ndarray,
